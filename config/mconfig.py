@@ -1,0 +1,151 @@
+"""ModelConfig: every knob of a Mars run, its default and its unit, validated once in finalize()."""
+import os
+
+from misc.misc import MarsError
+
+PHASES = {
+    # phase: (w width multiple, r last-stage ratio, n bottlenecks = 3 x depth multiple)
+    "nano": (0.25, 2.0, 1),
+    "small": (0.5, 2.0, 1),
+    "medium": (0.75, 1.5, 2),
+    "large": (1.0, 1.0, 3),
+    "extended": (1.25, 1.0, 3),
+}
+OPTIMIZERS = ("SGD", "ADAMW")
+SCHEDULERS = ("COS", "LINEAR")
+
+
+class ModelConfig(object):
+    def __init__(self):
+        # --- run identity (filled by the factory) ---
+        self.cfgname = None  # "<cfgops file>.<tags...>"
+        self.root = None  # run root folder; the run lives in root/user/cfgname
+        self.user = None  # user name used in the run path
+        self.nobuf = False  # ignore cached checkpoints and start over
+
+        # --- data ---
+        self.imageDir = None  # folder of images
+        self.annotationDir = None  # folder of Pascal VOC XML files, one per image
+        self.classList = None  # list of class names; index = class id
+        self.subsetMap = {}  # split name -> split file (one image stem per line)
+        self.suffix = ".jpg"  # image file extension
+        self.trainSplitName = "train"
+        self.validationSplitName = "validation"
+        self.testSplitName = "test"
+        self.distilSplitName = "small"
+        self.trainSelectedClasses = None  # class names kept as training targets; None = all
+        self.testSelectedClasses = None  # class names kept as evaluation ground truth; None = all
+        self.dcore = 2  # data loader worker processes (0 = load in the main process)
+        self.augment = True  # training augmentation (scale/aspect jitter, flip, HSV)
+        self.augScale = (0.6, 1.4)  # random scale range of the letterboxed image
+        self.augAspect = 0.2  # random aspect jitter, +- fraction
+        self.augFlip = 0.5  # probability of a horizontal flip
+        self.augHsv = (0.015, 0.7, 0.4)  # hue, saturation, value gains
+        self.minBoxSize = 2.0  # pixels (network input); smaller boxes after augmentation are dropped
+
+        # --- model ---
+        self.modelName = "base"  # "base" or "distillation"
+        self.phase = "nano"  # nano | small | medium | large | extended
+        self.nc = None  # number of classes; defaults to len(classList)
+        self.regMax = 16  # DFL bins per box side
+        self.inputShape = (640, 640)  # (height, width) pixels, multiples of 32
+        self.device = "cpu"  # "cpu", "cuda", "cuda:N"
+        self.pretrainedBackboneUrl = None  # file:// URL or path of a backbone-only state dict
+        self.checkpointModelFile = None  # state dict to start from (e.g. the teacher's best weights)
+        self.teacherModelFile = None  # distillation: the teacher's weights
+        self.teacherClassIndexes = None  # distillation: class ids the teacher knows
+
+        # --- training ---
+        self.maxEpoch = 200  # epochs
+        self.startEpoch = 0  # epoch
+        self.batchSize = 16  # images per batch
+        self.backboneFreezeEpochs = []  # epoch indexes during which the backbone is frozen
+        self.optimizerType = "SGD"
+        self.optimizerMomentum = 0.937
+        self.optimizerWeightDecay = 5e-4  # per batch of 64 images, applied to conv weights only
+        self.schedulerType = "COS"
+        self.baseLearningRate = 1e-2  # per batch
+        self.minLearningRate = 1e-4  # per batch, reached at the last epoch
+        self.warmupEpochs = 3.0  # epochs of linear warm-up (at least 100 iterations when possible)
+        self.warmupBiasLearningRate = 0.1  # bias learning rate at the start of warm-up
+        self.gradientClip = 10.0  # max gradient L2 norm
+        self.emaDecay = 0.9999  # EMA decay (ramped up during the first ~2000 steps)
+        self.emaTau = 2000.0  # steps; EMA decay ramp constant
+        self.lossWeights = (7.5, 0.5, 1.5)  # box (CIoU), class (BCE), DFL
+        self.talTopk = 10  # TaskAlignedAssigner candidates per box
+        self.distilLossWeights = (1.0, 0.05, 0.001)  # detection, CWD, response
+        self.distilTemperature = 1.0
+        self.epochValidation = True  # compute validation loss each epoch
+        self.evalEveryEpochs = 0  # epochs between mAP measurements during training (0 = never)
+        self.seed = 0
+        self.deterministic = False  # CPU: deterministic algorithms
+
+        # --- evaluation / prediction ---
+        self.paintImages = False  # write painted test images
+        self.minIou = 0.5  # IoU threshold of a true positive (VOC mAP50)
+        self.scoreThreshold = 0.001  # minimum class score kept before NMS (evaluation)
+        self.nmsIou = 0.7  # NMS IoU threshold
+        self.maxDetections = 300  # per image after NMS
+        self.paintScoreThreshold = 0.25  # minimum score of painted / predicted boxes
+
+    # ------------------------------------------------------------------
+    def runDir(self):
+        return os.path.join(self.root, self.user, self.cfgname)
+
+    def cacheDir(self):
+        return os.path.join(self.runDir(), "__cache__")
+
+    def evalDir(self):
+        return os.path.join(self.runDir(), "eval")
+
+    def widthDepth(self):
+        """(w, r, n) of the phase."""
+        return PHASES[self.phase]
+
+    def finalize(self, tags=()):
+        """Check every knob; raise MarsError naming the knob and the fix. Returns self."""
+        if self.phase not in PHASES:
+            raise MarsError("mcfg.phase={!r} is unknown; use one of {}".format(self.phase, ", ".join(PHASES)))
+        if self.nc is None and self.classList:
+            self.nc = len(self.classList)
+        if not isinstance(self.nc, int) or self.nc < 1:
+            raise MarsError("mcfg.nc={!r}: set mcfg.classList (or mcfg.nc) to at least one class".format(self.nc))
+        shape = tuple(self.inputShape) if isinstance(self.inputShape, (list, tuple)) else None
+        if shape is None or len(shape) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in shape):
+            raise MarsError("mcfg.inputShape={!r} must be (height, width), each a positive multiple of 32 (e.g. (640, 640))".format(self.inputShape))
+        self.inputShape = shape
+        if self.regMax < 2:
+            raise MarsError("mcfg.regMax={} must be at least 2 (YOLOv8 uses 16)".format(self.regMax))
+        if self.classList is not None:
+            if len(self.classList) != self.nc:
+                raise MarsError("mcfg.classList has {} names but mcfg.nc={}; make them agree".format(len(self.classList), self.nc))
+            if len(set(self.classList)) != len(self.classList):
+                raise MarsError("mcfg.classList has duplicate names: {}".format(self.classList))
+            for knob in ("trainSelectedClasses", "testSelectedClasses"):
+                selected = getattr(self, knob)
+                unknown = [c for c in (selected or []) if c not in self.classList]
+                if unknown:
+                    raise MarsError("mcfg.{} names {} not in mcfg.classList {}".format(knob, unknown, self.classList))
+        if self.optimizerType.upper() not in OPTIMIZERS:
+            raise MarsError("mcfg.optimizerType={!r}; use one of {}".format(self.optimizerType, OPTIMIZERS))
+        if self.schedulerType.upper() not in SCHEDULERS:
+            raise MarsError("mcfg.schedulerType={!r}; use one of {}".format(self.schedulerType, SCHEDULERS))
+        for knob in ("maxEpoch", "batchSize"):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or value < 1:
+                raise MarsError("mcfg.{}={!r} must be a positive integer".format(knob, value))
+        if not isinstance(self.dcore, int) or self.dcore < 0:
+            raise MarsError("mcfg.dcore={!r} must be a non-negative integer (0 = load in the main process)".format(self.dcore))
+        if not all(isinstance(e, int) for e in self.backboneFreezeEpochs):
+            raise MarsError("mcfg.backboneFreezeEpochs must be a list of epoch indexes, e.g. list(range(0, 10))")
+        if len(self.lossWeights) != 3:
+            raise MarsError("mcfg.lossWeights={!r} must be three numbers (box, class, dfl)".format(self.lossWeights))
+        if len(self.distilLossWeights) != 3:
+            raise MarsError("mcfg.distilLossWeights={!r} must be three numbers (detection, cwd, response)".format(self.distilLossWeights))
+        if self.talTopk < 1:
+            raise MarsError("mcfg.talTopk={} must be at least 1".format(self.talTopk))
+        if not (0.0 < self.minIou < 1.0):
+            raise MarsError("mcfg.minIou={} must be in (0, 1)".format(self.minIou))
+        if self.baseLearningRate <= 0 or self.minLearningRate < 0:
+            raise MarsError("mcfg.baseLearningRate / minLearningRate must be positive")
+        return self
