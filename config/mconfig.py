@@ -43,6 +43,10 @@ class ModelConfig(object):
         self.augHsv = (0.015, 0.7, 0.4)  # hue, saturation, value gains
         self.minBoxSize = 2.0  # pixels (network input); smaller boxes after augmentation are dropped
 
+        self.demoData = False  # generate the built-in demo data under <root>/demo-data and point the data knobs there
+        self.demoSize = (600, 100, 150, 120)  # demo images: train, validation, test, small (a subset of train)
+        self.demoImageSize = 192  # pixels, square demo images
+
         # --- model ---
         self.modelName = "base"  # "base" or "distillation"
         self.phase = "nano"  # nano | small | medium | large | extended
@@ -78,6 +82,7 @@ class ModelConfig(object):
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 0  # epochs between mAP measurements during training (0 = never)
         self.seed = 0
+        self.maxNonFiniteSteps = 10  # consecutive non-finite losses (each step skipped) before the run stops
         self.deterministic = False  # CPU: deterministic algorithms
 
         # --- evaluation / prediction ---

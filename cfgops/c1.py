@@ -1,0 +1,49 @@
+"""MAR20: 20 military aircraft types (A1..A20) in satellite images, Pascal VOC boxes.
+
+Data root: $MARS_DATA, else DATA_ROOT below. Expected layout:
+    <root>/images/<stem>.jpg, <root>/annotations/<stem>.xml, <root>/splits/v5/{train,validation,test,small}.txt
+Tags: full (train from scratch, all classes), teacher (labels of A1..A10 only), distillation (student on the
+small split with all 20 classes, taught by the teacher), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
+"""
+import os
+
+from config.mconfig import ModelConfig
+from config.tags import applyCommonTags
+
+DATA_ROOT = os.environ.get("MARS_DATA", os.path.join("~", "data", "MAR20"))
+TAGS = ("full", "teacher", "distillation")
+
+
+def mcfg(tags):
+    mcfg = ModelConfig()
+    root = os.path.expanduser(DATA_ROOT)
+    mcfg.imageDir = os.path.join(root, "images")
+    mcfg.annotationDir = os.path.join(root, "annotations")
+    mcfg.classList = ["A{}".format(i) for i in range(1, 21)]
+    mcfg.subsetMap = {name: os.path.join(root, "splits", "v5", name + ".txt") for name in ("train", "validation", "test", "small")}
+    mcfg.phase = "nano"
+    mcfg.inputShape = (640, 640)
+    mcfg.device = "cuda" if "cpu" not in tags else "cpu"
+    mcfg.dcore = 8
+    mcfg.batchSize = 16
+    mcfg.paintImages = True
+    applyCommonTags(mcfg, tags, TAGS, "c1")
+    phase = mcfg.phase
+
+    if "full" in tags:
+        mcfg.maxEpoch = 200
+        mcfg.backboneFreezeEpochs = []
+    if "teacher" in tags:
+        mcfg.maxEpoch = 200
+        mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
+        mcfg.testSelectedClasses = mcfg.trainSelectedClasses
+    if "distillation" in tags:
+        mcfg.modelName = "distillation"
+        mcfg.checkpointModelFile = "c1.{}.teacher/__cache__/best_weights.pth".format(phase)
+        mcfg.teacherModelFile = mcfg.checkpointModelFile
+        mcfg.teacherClassIndexes = list(range(10))
+        mcfg.trainSplitName = mcfg.distilSplitName
+        mcfg.maxEpoch = 100
+        mcfg.backboneFreezeEpochs = list(range(25))
+        mcfg.epochValidation = False
+    return mcfg

@@ -1,0 +1,43 @@
+"""Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
+on first use, sized so a nano model trains and evaluates on a CPU in minutes.
+
+Tags: full, teacher, distillation (as in c1.py), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
+"""
+from config.mconfig import ModelConfig
+from config.tags import applyCommonTags
+
+TAGS = ("full", "teacher", "distillation", "tiny")
+
+
+def mcfg(tags):
+    mcfg = ModelConfig()
+    mcfg.demoData = True  # imageDir, annotationDir, classList, subsetMap point at <root>/demo-data
+    mcfg.classList = ["A{}".format(i) for i in range(1, 21)]
+    mcfg.phase = "nano"
+    mcfg.inputShape = (192, 192)
+    mcfg.device = "cpu"
+    mcfg.dcore = 1
+    mcfg.batchSize = 16
+    mcfg.maxEpoch = 30
+    mcfg.warmupEpochs = 1.0
+    mcfg.baseLearningRate = 0.01
+    mcfg.minLearningRate = 0.001
+    mcfg.epochValidation = False
+    mcfg.paintImages = True
+    if "tiny" in tags:
+        mcfg.demoSize, mcfg.demoImageSize = (16, 8, 8, 8), 128
+        mcfg.inputShape, mcfg.batchSize, mcfg.maxEpoch, mcfg.dcore = (96, 96), 4, 2, 0
+    applyCommonTags(mcfg, tags, TAGS, "demo")
+    phase = mcfg.phase
+
+    if "teacher" in tags:
+        mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
+        mcfg.testSelectedClasses = mcfg.trainSelectedClasses
+    if "distillation" in tags:
+        mcfg.modelName = "distillation"
+        mcfg.checkpointModelFile = "demo.{}.teacher/__cache__/best_weights.pth".format(phase)
+        mcfg.teacherModelFile = mcfg.checkpointModelFile
+        mcfg.teacherClassIndexes = list(range(10))
+        mcfg.trainSplitName = mcfg.distilSplitName
+        mcfg.backboneFreezeEpochs = list(range(5))
+    return mcfg

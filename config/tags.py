@@ -1,0 +1,26 @@
+"""Tags shared by every cfgops file: a phase name, `cuda@N`, `cpu`, `batch@N`, `epoch@N`."""
+from config.mconfig import PHASES
+from misc.misc import MarsError
+
+COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N"]
+
+
+def applyCommonTags(mcfg, tags, fileTags, cfgFile):
+    """Apply the common tags to mcfg; every tag must be common or in fileTags (the file's own), else MarsError
+    listing the tags that exist."""
+    for tag in tags:
+        name, _, value = tag.partition("@")
+        if tag in PHASES:
+            mcfg.phase = tag
+        elif tag == "cpu":
+            mcfg.device = "cpu"
+        elif name in ("cuda", "batch", "epoch") and value.isdigit():
+            if name == "cuda":
+                mcfg.device = "cuda:{}".format(value)
+            elif name == "batch":
+                mcfg.batchSize = int(value)
+            else:
+                mcfg.maxEpoch = int(value)
+        elif tag not in fileTags:
+            raise MarsError("cfgops/{}.py has no tag {!r}; tags: {}".format(cfgFile, tag, ", ".join(list(fileTags) + COMMON_TAGS)))
+    return mcfg

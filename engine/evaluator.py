@@ -1,0 +1,77 @@
+"""Evaluation: predict a split batch by batch, compute mAP, write the report, paint images as they stream by."""
+import os
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from dl.vocdataset import imreadBgr, makeDataLoader
+from engine.trainer.base import toDevice
+from eval.map import computeMap, confusionMatrix, matchDetections
+from eval.report import writeConfusionMatrix, writeReport
+from inference.painter import paintImage
+from inference.predictor import Predictor
+from misc.img import boxesFromLetterbox
+from misc.log import log
+
+
+def detectionsToRows(detections, metas):
+    """Per-image (n, 6) detections in network-input pixels -> (P, 7) rows (imageIndex, classIndex, score, x0, y0,
+    x1, y1) in original-image pixels (imageIndex = the dataset index)."""
+    rows = []
+    for det, meta in zip(detections, metas):
+        det = det.float().cpu()
+        boxes = boxesFromLetterbox(det[:, :4], meta["scale"], meta["pad"], meta["origShape"])
+        index = torch.full((len(det), 1), float(meta["index"]))
+        rows.append(torch.cat([index, det[:, 5:6], det[:, 4:5], boxes], 1))
+    return torch.cat(rows) if rows else torch.zeros(0, 7)
+
+
+def gtRows(metas):
+    """-> (G, 6) rows (imageIndex, classIndex, x0, y0, x1, y1) in original-image pixels."""
+    rows = [torch.cat([torch.full((len(m["gt"]), 1), float(m["index"])), m["gt"]], 1) for m in metas]
+    return torch.cat(rows) if rows else torch.zeros(0, 6)
+
+
+class Evaluator(object):
+    def __init__(self, mcfg):
+        self.mcfg = mcfg
+        self.device = torch.device(mcfg.device)
+
+    @torch.no_grad()
+    def evaluate(self, model, splitName, paint=False, outDir=None):
+        """mAP of model on a split; with outDir, also the report files, and painted images when paint.
+        Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
+        model.eval()
+        predictor = Predictor(self.mcfg, model)
+        loader = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
+        allPreds, allGts = [], []
+        for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
+            images, _ = toDevice(images, torch.zeros(0, 6), self.device)
+            preds, gts = detectionsToRows(predictor(images), metas), gtRows(metas)
+            allPreds.append(preds)
+            allGts.append(gts)
+            if paint and outDir:
+                self.paintBatch(preds, gts, metas, os.path.join(outDir, "painted"))
+        preds, gts = torch.cat(allPreds), torch.cat(allGts)
+        result = computeMap(preds, gts, self.mcfg.nc, vocIou=self.mcfg.minIou, scoreThreshold=self.mcfg.paintScoreThreshold)
+        if outDir:
+            table = writeReport(result, self.mcfg.classList, outDir)
+            matrix = confusionMatrix(preds, gts, self.mcfg.nc, self.mcfg.minIou, self.mcfg.paintScoreThreshold)
+            writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
+            log(table)
+            log("evaluation files: {}".format(outDir))
+        return result
+
+    def paintBatch(self, preds, gts, metas, folder):
+        """Paint each image of a batch: ground truth purple, TP green, FP yellow (score >= paintScoreThreshold)."""
+        os.makedirs(folder, exist_ok=True)
+        shown = preds[preds[:, 2] >= self.mcfg.paintScoreThreshold]
+        isTp = matchDetections(shown, gts, [self.mcfg.minIou])[:, 0]
+        for meta in metas:
+            index = float(meta["index"])
+            mine, myGt = shown[:, 0] == index, gts[gts[:, 0] == index]
+            painted = paintImage(imreadBgr(meta["path"]), self.mcfg.classList, myGt[:, 1:].numpy(),
+                                 shown[mine][:, 1:].numpy(), isTp[mine].numpy())
+            stem = os.path.splitext(os.path.basename(meta["path"]))[0]
+            cv2.imwrite(os.path.join(folder, stem + ".jpg"), painted)

@@ -1,0 +1,77 @@
+"""Pascal VOC annotation files: read one XML file into plain numbers.
+
+A VOC file looks like
+
+    <annotation>
+      <size><width>800</width><height>800</height><depth>3</depth></size>
+      <object><name>A1</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>60</xmax><ymax>90</ymax></bndbox></object>
+      ...
+    </annotation>
+
+Boxes are returned as written: original-image pixels, (x0, y0, x1, y1). Files that declare a DOCTYPE or an
+ENTITY are refused before parsing, so no entity is ever expanded (no "billion laughs", no external files).
+"""
+import xml.etree.ElementTree as ElementTree
+
+from misc.misc import MarsError
+
+_FORBIDDEN = (b"<!doctype", b"<!entity")
+
+
+def _number(element, tag, path, what):
+    """float of the text of element/tag; MarsError naming the file when it is missing or not a number."""
+    text = element.findtext(tag)
+    if text is None or not text.strip():
+        raise MarsError("annotation file {}: {} has no <{}>".format(path, what, tag))
+    try:
+        return float(text.strip())
+    except ValueError as e:
+        raise MarsError("annotation file {}: {} <{}> is {!r}, not a number".format(path, what, tag, text.strip())) from e
+
+
+def readVocXml(path):
+    """Read one Pascal VOC annotation file.
+
+    Returns:
+        width, height: image size in pixels from <size>, or (None, None) when <size> is missing or zero
+            (the caller then reads the image itself).
+        objects: list of (className, x0, y0, x1, y1), coordinates as floats in original-image pixels,
+            exactly as written (no clipping, no 1-based correction).
+    Raises MarsError naming the file for a missing file, a DOCTYPE/ENTITY declaration, malformed XML,
+    or an <object> without <name> or <bndbox>.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise MarsError("annotation file {} cannot be read: {}".format(path, e.strerror or e)) from e
+    lowered = raw.lower()
+    for token in _FORBIDDEN:
+        if token in lowered:
+            raise MarsError("annotation file {} contains a {} declaration; VOC annotations must be plain XML "
+                            "(remove the declaration)".format(path, token[2:].decode().upper()))
+    try:
+        root = ElementTree.fromstring(raw)
+    except ElementTree.ParseError as e:
+        raise MarsError("annotation file {} is not valid XML: {}".format(path, e)) from e
+
+    width = height = None
+    size = root.find("size")
+    if size is not None and size.findtext("width") is not None and size.findtext("height") is not None:
+        width = int(_number(size, "width", path, "<size>"))
+        height = int(_number(size, "height", path, "<size>"))
+        if width <= 0 or height <= 0:
+            width = height = None
+
+    objects = []
+    for index, obj in enumerate(root.iter("object")):
+        name = obj.findtext("name")
+        if name is None or not name.strip():
+            raise MarsError("annotation file {}: object #{} has no <name>".format(path, index))
+        box = obj.find("bndbox")
+        if box is None:
+            raise MarsError("annotation file {}: object #{} ({}) has no <bndbox>".format(path, index, name.strip()))
+        what = "object #{} ({})".format(index, name.strip())
+        objects.append((name.strip(), _number(box, "xmin", path, what), _number(box, "ymin", path, what),
+                        _number(box, "xmax", path, what), _number(box, "ymax", path, what)))
+    return width, height, objects

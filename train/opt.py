@@ -1,0 +1,30 @@
+"""Optimizer with YOLOv8's three parameter groups."""
+import torch
+import torch.nn as nn
+
+
+def parameterGroups(model):
+    """-> (convWeights, normWeights, biases): weight decay applies to the first group only."""
+    convWeights, normWeights, biases = [], [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if name == "bias":
+                biases.append(param)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                normWeights.append(param)
+            else:
+                convWeights.append(param)
+    return convWeights, normWeights, biases
+
+
+def makeOptimizer(mcfg, model):
+    """SGD (nesterov) or AdamW over the three groups; weight decay is mcfg.optimizerWeightDecay per 64 images,
+    scaled to mcfg.batchSize because the loss is summed over the batch. Every group records its 'kind'."""
+    convWeights, normWeights, biases = parameterGroups(model)
+    decay = mcfg.optimizerWeightDecay * mcfg.batchSize / 64
+    groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),
+              dict(params=normWeights, weight_decay=0.0, kind="norm"),
+              dict(params=biases, weight_decay=0.0, kind="bias")]
+    if mcfg.optimizerType.upper() == "SGD":
+        return torch.optim.SGD(groups, lr=mcfg.baseLearningRate, momentum=mcfg.optimizerMomentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=mcfg.baseLearningRate, betas=(mcfg.optimizerMomentum, 0.999))
