@@ -37,6 +37,7 @@ def parseArgs(argv):
 def main(argv=None):
     args = parseArgs(argv)
     from misc.misc import MarsError
+    from engine.trainer.base import TrainingInterrupted
     try:
         from engine.engine import run
         from factory.configfactory import makeConfig
@@ -47,6 +48,11 @@ def main(argv=None):
             traceback.print_exc()
         sys.stderr.write("mars: error: {}\n".format(e))
         return 2
+    except TrainingInterrupted as e:
+        return e.exitCode
+    except KeyboardInterrupt:
+        sys.stderr.write("mars: interrupted\n")
+        return 130
     return 0
 
 

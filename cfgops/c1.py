@@ -10,13 +10,13 @@ import os
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags
 
-DATA_ROOT = os.environ.get("MARS_DATA", os.path.join("~", "data", "MAR20"))
+DATA_ROOT = os.path.join("~", "data", "MAR20")  # used when MARS_DATA is not set
 TAGS = ("full", "teacher", "distillation")
 
 
 def mcfg(tags):
     mcfg = ModelConfig()
-    root = os.path.expanduser(DATA_ROOT)
+    root = os.path.expanduser(os.environ.get("MARS_DATA", DATA_ROOT))
     mcfg.imageDir = os.path.join(root, "images")
     mcfg.annotationDir = os.path.join(root, "annotations")
     mcfg.classList = ["A{}".format(i) for i in range(1, 21)]

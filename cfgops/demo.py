@@ -27,6 +27,7 @@ def mcfg(tags):
     if "tiny" in tags:
         mcfg.demoSize, mcfg.demoImageSize = (16, 8, 8, 8), 128
         mcfg.inputShape, mcfg.batchSize, mcfg.maxEpoch, mcfg.dcore = (96, 96), 4, 2, 0
+        mcfg.deterministic = True
     applyCommonTags(mcfg, tags, TAGS, "demo")
     phase = mcfg.phase
 
@@ -34,10 +35,13 @@ def mcfg(tags):
         mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
         mcfg.testSelectedClasses = mcfg.trainSelectedClasses
     if "distillation" in tags:
+        # the teacher run: same phase and data size (tiny) as this run, e.g. demo.nano.tiny.teacher
+        teacherRun = ".".join(["demo", phase] + (["tiny"] if "tiny" in tags else []) + ["teacher"])
         mcfg.modelName = "distillation"
-        mcfg.checkpointModelFile = "demo.{}.teacher/__cache__/best_weights.pth".format(phase)
+        mcfg.checkpointModelFile = teacherRun + "/__cache__/best_weights.pth"
         mcfg.teacherModelFile = mcfg.checkpointModelFile
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
         mcfg.backboneFreezeEpochs = list(range(5))
+        mcfg.distilLossWeights = (1.0, 1.0, 1.0)  # detection, cwd, response
     return mcfg

@@ -13,6 +13,8 @@ PHASES = {
 }
 OPTIMIZERS = ("SGD", "ADAMW")
 SCHEDULERS = ("COS", "LINEAR")
+DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
+DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
 
 class ModelConfig(object):
@@ -79,11 +81,15 @@ class ModelConfig(object):
         self.talTopk = 10  # TaskAlignedAssigner candidates per box
         self.distilLossWeights = (1.0, 0.05, 0.001)  # detection, CWD, response
         self.distilTemperature = 1.0
+        self.distilMethod = "cwd"  # knowledge term weighted by distilLossWeights[1]: "cwd" (channel-wise feature distillation) or "ld" (localisation distillation of the box distributions)
+        self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # feature maps CWD compares, names from DISTIL_FEATURES
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 0  # epochs between mAP measurements during training (0 = never)
         self.seed = 0
         self.maxNonFiniteSteps = 10  # consecutive non-finite losses (each step skipped) before the run stops
-        self.deterministic = False  # CPU: deterministic algorithms
+        self.deterministic = False  # torch deterministic algorithms (with dcore 0 on the CPU, resume is bitwise exact)
+        self.amp = True  # CUDA only: automatic mixed precision (bf16 where supported, else fp16 with a grad scaler)
+        self.compile = False  # torch.compile the model for training
 
         # --- evaluation / prediction ---
         self.paintImages = False  # write painted test images
@@ -147,6 +153,7 @@ class ModelConfig(object):
             raise MarsError("mcfg.lossWeights={!r} must be three numbers (box, class, dfl)".format(self.lossWeights))
         if len(self.distilLossWeights) != 3:
             raise MarsError("mcfg.distilLossWeights={!r} must be three numbers (detection, cwd, response)".format(self.distilLossWeights))
+        self.finalizeDistillation()
         if self.talTopk < 1:
             raise MarsError("mcfg.talTopk={} must be at least 1".format(self.talTopk))
         if not (0.0 < self.minIou < 1.0):
@@ -154,3 +161,22 @@ class ModelConfig(object):
         if self.baseLearningRate <= 0 or self.minLearningRate < 0:
             raise MarsError("mcfg.baseLearningRate / minLearningRate must be positive")
         return self
+
+    def finalizeDistillation(self):
+        """Check the distillation knobs (the teacher file itself is checked by the factory and the teacher model)."""
+        if not (isinstance(self.distilTemperature, (int, float)) and self.distilTemperature > 0):
+            raise MarsError("mcfg.distilTemperature={!r} must be a positive number (1.0 = unsoftened)".format(self.distilTemperature))
+        if self.distilMethod not in DISTIL_METHODS:
+            raise MarsError("mcfg.distilMethod={!r} is unknown; use one of {}".format(self.distilMethod, ", ".join(DISTIL_METHODS)))
+        unknown = [name for name in self.distilFeatures if name not in DISTIL_FEATURES]
+        if unknown or not self.distilFeatures:
+            raise MarsError("mcfg.distilFeatures={!r} must name at least one of {}".format(self.distilFeatures, ", ".join(DISTIL_FEATURES)))
+        self.distilFeatures = tuple(self.distilFeatures)
+        if self.modelName != "distillation":
+            return
+        if not self.teacherModelFile:
+            raise MarsError("mcfg.modelName='distillation' needs mcfg.teacherModelFile (the teacher run's best_weights.pth)")
+        indexes = self.teacherClassIndexes
+        if not indexes or not all(isinstance(i, int) and 0 <= i < self.nc for i in indexes) or len(set(indexes)) != len(indexes):
+            raise MarsError("mcfg.teacherClassIndexes={!r} must list the distinct class ids the teacher knows, each in [0, {}) "
+                            "(e.g. list(range(10)))".format(indexes, self.nc))

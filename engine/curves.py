@@ -1,37 +1,24 @@
 """results.csv and curves.png from the per-epoch history (a list of dicts, one per epoch)."""
 import csv
-import os
-import tempfile
+import io
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from misc.misc import atomicWrite  # noqa: E402
+
 COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095", "seconds"]
 
 
-def atomicWrite(path, writeFn, suffix):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        writeFn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def writeHistoryCsv(history, path):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in history:
-                writer.writerow({k: ("{:.6g}".format(v) if isinstance(v, float) else v) for k, v in row.items()})
-    atomicWrite(path, write, ".csv")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("{:.6g}".format(v) if isinstance(v, float) else v) for k, v in row.items()})
+    atomicWrite(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def writeCurves(history, path):
@@ -60,5 +47,5 @@ def writeCurves(history, path):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomicWrite(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), ".png")
+    atomicWrite(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)

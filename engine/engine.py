@@ -15,7 +15,7 @@ from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.img import boxesFromLetterbox, letterbox
 from misc.log import addFileLog, log
-from misc.misc import MarsError
+from misc.misc import MarsError, seedEverything
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -32,6 +32,7 @@ def bestModel(mcfg):
 
 
 def train(mcfg):
+    seedEverything(mcfg.seed)  # the initial weights depend on the seed only
     makeTrainer(mcfg, makeModel(mcfg)).run()
 
 
@@ -53,12 +54,12 @@ def listImages(path):
 @torch.no_grad()
 def predict(mcfg, path):
     """Painted images and detections.json (boxes in original-image pixels, score >= mcfg.paintScoreThreshold)."""
-    model = bestModel(mcfg)
-    predictor = Predictor(mcfg, model)
+    imagePaths = listImages(path)
+    predictor = Predictor(mcfg, bestModel(mcfg))
     outDir = os.path.join(mcfg.runDir(), "predict")
     os.makedirs(outDir, exist_ok=True)
     records = []
-    for imagePath in tqdm(listImages(path), desc="predicting", dynamic_ncols=True):
+    for imagePath in tqdm(imagePaths, desc="predicting", dynamic_ncols=True):
         imageBgr = imreadBgr(imagePath)
         image, scale, pad = letterbox(imageBgr, mcfg.inputShape)
         tensor = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).copy())[None].to(mcfg.device).float() / 255

@@ -1,8 +1,9 @@
 """mcfg.modelName -> model."""
 from misc.misc import MarsError
 from model.base.yolomodel import YoloModel
+from model.distillation.studentmodel import YoloStudentModel
 
-MODELS = {"base": YoloModel}
+MODELS = {"base": YoloModel, "distillation": YoloStudentModel}
 
 
 def makeModel(mcfg):

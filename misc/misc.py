@@ -1,6 +1,9 @@
 """Small helpers shared across Mars (this module imports nothing of ours)."""
 import os
+import random
 import tempfile
+
+import numpy as np
 
 import torch
 
@@ -9,21 +12,26 @@ class MarsError(Exception):
     """A user mistake (config, path, data, file): mars.py prints it as one `mars: error: ...` line."""
 
 
-def atomicTorchSave(obj, path):
-    """Write obj with torch.save to a temporary file in the same folder, flush, fsync, then rename over path."""
+def atomicWrite(path, writeFn):
+    """writeFn(binaryFile) writes into a temporary file in path's folder; it is flushed, fsynced and renamed over
+    path, so path holds either its old or its new content whatever the moment of a crash."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writeFn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def atomicTorchSave(obj, path):
+    """torch.save through atomicWrite."""
+    atomicWrite(path, lambda f: torch.save(obj, f))
 
 
 def safeTorchLoad(path, what="checkpoint"):
@@ -40,3 +48,10 @@ def safeTorchLoad(path, what="checkpoint"):
 def urlToPath(url):
     """'file:///a/b' or '/a/b' -> '/a/b'."""
     return url[len("file://"):] if url.startswith("file://") else url
+
+
+def seedEverything(seed):
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

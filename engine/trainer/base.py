@@ -1,7 +1,11 @@
-"""The training loop: one plain loop from batch to optimizer.step(), with EMA, checkpoints, CSV and curves."""
-import math
+"""The training loop: one plain loop from batch to optimizer.step(), with EMA, checkpoints, CSV and curves.
+
+Per epoch: freeze/unfreeze the backbone, seed the epoch's randomness; per batch: to device, autocast forward, loss,
+(scaled) backward, clip, step, EMA, progress bar; at epoch end: validate, checkpoint, results.csv, curves.png.
+"""
 import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -11,7 +15,7 @@ from tqdm import tqdm
 from dl.vocdataset import makeDataLoader
 from engine.curves import writeCurves, writeHistoryCsv
 from misc.log import log, warn
-from misc.misc import MarsError, atomicTorchSave, safeTorchLoad
+from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
 from train.ema import ModelEma
 from train.opt import makeOptimizer
 from train.sched import LearningRateSchedule
@@ -21,10 +25,43 @@ LOG_EVERY = 10  # steps between progress-bar reads of the loss (each read waits 
 CURVES_EVERY = 10.0  # seconds: curves.png is redrawn after an epoch at most this often, and after the last epoch
 
 
-def toDevice(images, targets, device):
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM arrived; the state was saved. exitCode = 128 + signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.exitCode = 128 + signum
+
+
+def toDevice(images, targets, device, channelsLast=False):
     """uint8 (B, 3, H, W) -> float (B, 3, H, W) in [0, 1] on device; targets (N, 6) to device."""
-    images = images.to(device, non_blocking=True).float().div_(255)
-    return images, targets.to(device, non_blocking=True)
+    images = images.to(device, non_blocking=True)
+    if channelsLast:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images.float().div_(255), targets.to(device, non_blocking=True)
+
+
+def rngStates():
+    """Python, NumPy, torch (and CUDA) generator states in types torch.load(weights_only=True) accepts."""
+    name, keys, pos, hasGauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, hasGauss, gauss),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def setRngStates(states):
+    random.setstate(states["python"])
+    name, keys, pos, hasGauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hasGauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def finiteState(stateDict):
+    return all(torch.isfinite(v).all() for v in stateDict.values() if v.is_floating_point())
 
 
 class BaseTrainer(object):
@@ -33,6 +70,19 @@ class BaseTrainer(object):
     def __init__(self, mcfg, model, lossFactory, evaluator=None):
         self.mcfg, self.model, self.evaluator = mcfg, model, evaluator
         self.device = torch.device(mcfg.device)
+        cuda = self.device.type == "cuda"
+        if mcfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif cuda:
+            torch.backends.cudnn.benchmark = True
+        self.channelsLast = cuda
+        if self.channelsLast:
+            model.to(memory_format=torch.channels_last)
+        self.ampDtype = None
+        if cuda and mcfg.amp:
+            self.ampDtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.ampDtype == torch.float16)
         self.trainLoader = makeDataLoader(mcfg, mcfg.trainSplitName, train=True)
         self.validationLoader = makeDataLoader(mcfg, mcfg.validationSplitName, train=False) if mcfg.epochValidation else None
         self.loss = lossFactory(mcfg, model)
@@ -40,16 +90,20 @@ class BaseTrainer(object):
         self.optimizer = makeOptimizer(mcfg, model)
         self.schedule = LearningRateSchedule(mcfg, len(self.trainLoader))
         self.ema = ModelEma(model, mcfg.emaDecay, mcfg.emaTau)
+        self.forward = torch.compile(model) if mcfg.compile else model
         self.cacheDir = mcfg.cacheDir()
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
-        self.nonFiniteSteps = 0
-        self.lastCurves = 0.0
+        self.batchesDone, self.partialParts = 0, None  # position inside an interrupted epoch
+        self.nonFiniteSteps, self.stopSignal, self.lastCurves = 0, None, 0.0
 
     # --- checkpoints -----------------------------------------------------
-    def checkpoint(self, epochsDone):
+    def checkpoint(self, epochsDone, batchesDone=0, partialParts=None):
+        """Everything a resume needs: weights, EMA, optimizer, scaler, position, best metric, history, RNG states."""
         return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "emaUpdates": self.ema.updates,
-                "optimizer": self.optimizer.state_dict(), "epoch": epochsDone, "bestMetric": self.bestMetric,
-                "history": self.history}
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epochsDone,
+                "batchesDone": batchesDone, "partialParts": partialParts, "bestMetric": self.bestMetric,
+                "history": self.history, "rng": rngStates(),
+                "datasetRng": self.trainLoader.dataset.rng.bit_generator.state}
 
     def resume(self):
         """Continue from __cache__/last_epoch_weights.pth unless mcfg.nobuf."""
@@ -61,25 +115,32 @@ class BaseTrainer(object):
             self.model.load_state_dict(state["model"])
             self.ema.module.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.ema.updates = state["emaUpdates"]
+            self.startEpoch, self.batchesDone = state["epoch"], state["batchesDone"]
+            self.partialParts, self.bestMetric, self.history = state["partialParts"], state["bestMetric"], list(state["history"])
+            self.resumeRng = state["rng"], state["datasetRng"]
         except (KeyError, RuntimeError, ValueError) as e:
             raise MarsError("checkpoint {} does not fit this run ({}); run with -nobuf to start over".format(
                 path, str(e).splitlines()[0])) from e
-        self.ema.updates = state["emaUpdates"]
-        self.startEpoch, self.bestMetric, self.history = state["epoch"], state["bestMetric"], list(state["history"])
-        log("resuming from {} at epoch {}".format(path, self.startEpoch + 1))
+        log("resuming from {} at epoch {}{}".format(path, self.startEpoch + 1,
+                                                  ", batch {}".format(self.batchesDone + 1) if self.batchesDone else ""))
 
-    def saveEpoch(self, epochsDone, metric):
-        """Write last (full state), best (EMA weights) when metric improved, info, CSV and curves."""
-        if not all(torch.isfinite(v).all() for v in self.ema.module.state_dict().values() if v.is_floating_point()):
-            raise MarsError("weights became non-finite at epoch {}; lower mcfg.baseLearningRate".format(epochsDone))
-        improved = metric is None or self.bestMetric is None or metric > self.bestMetric
-        if improved:
+    def saveState(self, epochsDone, batchesDone=0, partialParts=None, metric=None):
+        """Write last (full state) and, at an epoch end, best (EMA weights) when metric improved, plus info.txt."""
+        if not finiteState(self.model.state_dict()) or not finiteState(self.ema.module.state_dict()):
+            raise MarsError("weights became non-finite at epoch {}; nothing was saved over the last good checkpoint. "
+                            "Lower mcfg.baseLearningRate".format(epochsDone + 1))
+        if batchesDone == 0 and (metric is None or self.bestMetric is None or metric > self.bestMetric):
             self.bestMetric = metric
             atomicTorchSave(self.ema.module.state_dict(), os.path.join(self.cacheDir, BEST_FILE))
-        atomicTorchSave(self.checkpoint(epochsDone), os.path.join(self.cacheDir, LAST_FILE))
-        with open(os.path.join(self.cacheDir, INFO_FILE), "w") as f:
-            f.write("cfgname={}\nphase={}\nnc={}\nepochsDone={}/{}\nbestMetric={}\n".format(
-                self.mcfg.cfgname, self.mcfg.phase, self.mcfg.nc, epochsDone, self.mcfg.maxEpoch, self.bestMetric))
+        atomicTorchSave(self.checkpoint(epochsDone, batchesDone, partialParts), os.path.join(self.cacheDir, LAST_FILE))
+        info = "cfgname={}\nphase={}\nnc={}\nepochsDone={}/{}\nbatchesDone={}\nbestMetric={}\n".format(
+            self.mcfg.cfgname, self.mcfg.phase, self.mcfg.nc, epochsDone, self.mcfg.maxEpoch, batchesDone, self.bestMetric)
+        atomicWrite(os.path.join(self.cacheDir, INFO_FILE), lambda f: f.write(info.encode()))
+
+    def saveEpoch(self, epochsDone, metric):
+        self.saveState(epochsDone, metric=metric)
         writeHistoryCsv(self.history, os.path.join(self.mcfg.runDir(), "results.csv"))
         if epochsDone == self.mcfg.maxEpoch or time.time() - self.lastCurves >= CURVES_EVERY:
             writeCurves(self.history, os.path.join(self.mcfg.runDir(), "curves.png"))
@@ -89,11 +150,15 @@ class BaseTrainer(object):
     def seedEpoch(self, epoch):
         """Every epoch's randomness (shuffle, augmentation) depends only on mcfg.seed and the epoch index."""
         seed = self.mcfg.seed + epoch
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seedEverything(seed)
         self.trainLoader.generator.manual_seed(seed)
         self.trainLoader.dataset.rng = np.random.default_rng(seed)
+
+    def onSignal(self, signum, frame):
+        if self.stopSignal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.stopSignal = signum
+        warn("{} received: finishing the current step, then saving".format(signal.Signals(signum).name))
 
     def run(self):
         os.makedirs(self.cacheDir, exist_ok=True)
@@ -101,56 +166,86 @@ class BaseTrainer(object):
         if self.startEpoch >= self.mcfg.maxEpoch:
             log("training already finished ({} epochs in {}); use -nobuf to train again".format(self.mcfg.maxEpoch, self.cacheDir))
             return
-        for epoch in range(self.startEpoch, self.mcfg.maxEpoch):
-            started = time.time()
-            frozen = epoch in self.mcfg.backboneFreezeEpochs
-            self.model.freezeBackbone() if frozen else self.model.unfreezeBackbone()
-            self.seedEpoch(epoch)
-            trainParts, lr = self.trainEpoch(epoch, frozen)
-            row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
-                   "lr": lr, "frozen": int(frozen)}
-            metric = None
-            if self.validationLoader is not None:
-                valParts = self.validate()
-                row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
-                metric = -float(sum(w * p for w, p in zip(self.mcfg.lossWeights, valParts)))
-            if self.evaluator is not None and self.mcfg.evalEveryEpochs > 0 and \
-                    ((epoch + 1) % self.mcfg.evalEveryEpochs == 0 or epoch + 1 == self.mcfg.maxEpoch):
-                result = self.evaluator.evaluate(self.ema.module, self.mcfg.validationSplitName)
-                row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"])
-                metric = result["mAP50"]
-            row["seconds"] = time.time() - started
-            self.history.append(row)
-            self.saveEpoch(epoch + 1, metric)
+        previous = {s: signal.signal(s, self.onSignal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for epoch in range(self.startEpoch, self.mcfg.maxEpoch):
+                self.runEpoch(epoch)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def runEpoch(self, epoch):
+        started = time.time()
+        frozen = epoch in self.mcfg.backboneFreezeEpochs
+        self.model.freezeBackbone() if frozen else self.model.unfreezeBackbone()
+        self.seedEpoch(epoch)
+        trainParts, lr = self.trainEpoch(epoch, frozen)
+        row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
+               "lr": lr, "frozen": int(frozen)}
+        metric = None
+        if self.validationLoader is not None:
+            valParts = self.validate()
+            row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
+            metric = -float(sum(w * p for w, p in zip(self.mcfg.lossWeights, valParts)))
+        if self.evaluator is not None and self.mcfg.evalEveryEpochs > 0 and \
+                ((epoch + 1) % self.mcfg.evalEveryEpochs == 0 or epoch + 1 == self.mcfg.maxEpoch):
+            result = self.evaluator.evaluate(self.ema.module, self.mcfg.validationSplitName)
+            row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"])
+            metric = result["mAP50"]
+        row["seconds"] = time.time() - started
+        self.history.append(row)
+        self.saveEpoch(epoch + 1, metric)
 
     def trainEpoch(self, epoch, frozen):
         """One pass over the training split -> (mean unweighted box, cls, dfl loss, last lr)."""
         self.model.train()
         numBatches = len(self.trainLoader)
         total = torch.zeros(3, device=self.device)  # read on the host only every LOG_EVERY steps
+        skip, self.batchesDone = self.batchesDone, 0
+        if skip:  # resuming inside this epoch: replay the loader up to where the interrupted run stopped
+            total += torch.as_tensor(self.partialParts, device=self.device)
         bar = tqdm(self.trainLoader, desc="epoch {}/{}".format(epoch + 1, self.mcfg.maxEpoch), leave=True,
-                   dynamic_ncols=True, mininterval=0.5)
+                   dynamic_ncols=True, mininterval=0.5, initial=0)
         lr = 0.0
         for i, (images, targets, _) in enumerate(bar):
-            step = epoch * numBatches + i
-            lr = self.schedule.apply(self.optimizer, step)
-            images, targets = toDevice(images, targets, self.device)
-            loss = self.loss(self.model(images), targets)
-            if not torch.isfinite(loss):
-                self.skipNonFinite(step)
+            if i < skip:
+                if i + 1 == skip:
+                    setRngStates(self.resumeRng[0])
+                    self.trainLoader.dataset.rng.bit_generator.state = self.resumeRng[1]
                 continue
-            self.nonFiniteSteps = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
-            self.optimizer.step()
-            self.ema.update(self.model)
-            total += self.loss.parts
+            lr = self.trainStep(epoch * numBatches + i, images, targets, total)
             if i % LOG_EVERY == 0 or i + 1 == numBatches:
-                mean = total / (i + 1)
+                mean = (total / (i + 1)).tolist()
                 bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f} lr={:.2e}{}".format(
                     mean[0], mean[1], mean[2], lr, " frozen" if frozen else ""))
+            if self.stopSignal is not None:
+                self.saveState(epoch, i + 1, total.tolist())
+                bar.close()
+                log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
+                    "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
+                                               os.path.join(self.cacheDir, LAST_FILE)))
+                raise TrainingInterrupted(self.stopSignal)
         return (total / max(1, numBatches)).tolist(), lr
+
+    def trainStep(self, step, images, targets, total):
+        """One optimizer step; adds the unweighted loss parts to total (on the device). Returns the lr used."""
+        lr = self.schedule.apply(self.optimizer, step)
+        images, targets = toDevice(images, targets, self.device, self.channelsLast)
+        with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
+            loss = self.loss(self.forward(images), targets)
+        if not torch.isfinite(loss):  # a host read; skipping a bad step is worth it
+            self.skipNonFinite(step)
+            return lr
+        self.nonFiniteSteps = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.ema.update(self.model)
+        total += self.loss.parts
+        return lr
 
     def skipNonFinite(self, step):
         self.nonFiniteSteps += 1
@@ -164,11 +259,12 @@ class BaseTrainer(object):
         """Mean unweighted (box, cls, dfl) loss of the EMA model on the validation split (BN in eval mode)."""
         model = self.ema.module
         model.eval()
-        total, count = torch.zeros(3), 0
+        total, count = torch.zeros(3, device=self.device), 0
         for images, targets, _ in tqdm(self.validationLoader, desc="validation", leave=False, dynamic_ncols=True):
-            images, targets = toDevice(images, targets, self.device)
-            self.validationLoss(model(images), targets)
-            total += self.validationLoss.parts.cpu()
+            images, targets = toDevice(images, targets, self.device, self.channelsLast)
+            with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
+                self.validationLoss(model(images), targets)
+            total += self.validationLoss.parts
             count += 1
         parts = (total / max(1, count)).tolist()
         log("validation loss: box={:.4f} cls={:.4f} dfl={:.4f}".format(*parts))

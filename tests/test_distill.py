@@ -1,0 +1,309 @@
+"""Stage 3, distillation: the CWD / response / LD terms, the frozen teacher, the student's checkpoints, the configs,
+and a tiny teacher -> distillation pipeline through mars.py."""
+import copy
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from config.mconfig import DISTIL_FEATURES
+from engine.trainer.base import BaseTrainer
+from factory.configfactory import makeConfig as makeNamedConfig
+from misc.misc import MarsError
+from model.base.yolomodel import YoloModel
+from model.distillation.studentmodel import FEATURE_NAMES, YoloStudentModel
+from model.distillation.teachermodel import YoloTeacherModel
+from tests.conftest import makeConfig
+from tests.test_train import tinyConfig
+from train.distilloss import (DistillationDetectionLoss, channelWiseDivergence, localisationDivergence,
+                              responseDivergence)
+from train.ema import ModelEma
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 64  # pixels: every model here is a nano at 64 x 64
+
+
+@pytest.fixture(scope="module")
+def teacherFile(tmp_path_factory):
+    """A nano teacher with 20 classes (random weights, BatchNorm statistics moved off their defaults)."""
+    torch.manual_seed(1)
+    teacher = YoloModel(makeConfig(inputShape=(SIZE, SIZE))).train()
+    with torch.no_grad():
+        for _ in range(3):
+            teacher(torch.rand(2, 3, SIZE, SIZE))
+    path = str(tmp_path_factory.mktemp("teacher") / "best_weights.pth")
+    teacher.save(path)
+    return path
+
+
+def studentConfig(teacherFile, **fields):
+    fields = dict(dict(modelName="distillation", teacherModelFile=teacherFile, checkpointModelFile=teacherFile,
+                       teacherClassIndexes=list(range(10))), **fields)
+    return makeConfig(inputShape=(SIZE, SIZE), **fields)
+
+
+def makeStudent(mcfg):
+    return YoloStudentModel(mcfg).load(mcfg.checkpointModelFile)
+
+
+TARGETS = torch.tensor([[0, 3, 0.1, 0.1, 0.5, 0.6], [1, 14, 0.3, 0.2, 0.9, 0.8]])  # one old, one new class
+
+
+# --- the three terms -----------------------------------------------------------------------------------------
+def test_cwd_hand_worked_zero_and_gradient_sign():
+    """One channel of two positions: teacher softmax (0.75, 0.25), student (0.5, 0.5)."""
+    teacher = torch.tensor([math.log(3.0), 0.0]).view(1, 1, 1, 2)
+    student = torch.zeros(1, 1, 1, 2, requires_grad=True)
+    loss = channelWiseDivergence(student, teacher)
+    assert loss.item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), abs=1e-6)
+    loss.backward()
+    # d/ds KL = ps - pt: the student's map is pulled up where the teacher peaks and down elsewhere
+    assert torch.allclose(student.grad.view(-1), torch.tensor([-0.25, 0.25]), atol=1e-6)
+    assert channelWiseDivergence(teacher, teacher).item() == 0.0
+    assert channelWiseDivergence(teacher.clone(), teacher, temperature=4.0).item() == 0.0
+
+
+def test_cwd_matches_kl_div_with_temperature():
+    """Softmax over each channel's H*W positions, KL(teacher || student), mean over B*C, times T^2."""
+    student, teacher = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    T = 2.0
+    reference = F.kl_div(F.log_softmax(student.view(6, 20) / T, 1), F.log_softmax(teacher.view(6, 20) / T, 1),
+                         reduction="sum", log_target=True) / 6 * T ** 2
+    assert channelWiseDivergence(student, teacher, T).item() == pytest.approx(reference.item(), rel=1e-5)
+    assert channelWiseDivergence(student, teacher, T).item() > 0
+
+
+def test_response_hand_worked_zero_and_gradient_sign():
+    """One anchor, one class: teacher logit 2 (p = 0.881), student logit 0 (p = 0.5)."""
+    student = torch.zeros(1, 1, 1, requires_grad=True)
+    teacher = torch.full((1, 1, 1), 2.0)
+    pt = torch.sigmoid(torch.tensor(2.0)).item()
+    loss = responseDivergence(student, teacher)
+    assert loss.item() == pytest.approx(pt * math.log(pt / 0.5) + (1 - pt) * math.log((1 - pt) / 0.5), abs=1e-6)
+    loss.backward()
+    assert student.grad.item() == pytest.approx(0.5 - pt, abs=1e-6)  # negative: the student's logit goes up
+    high = torch.full((1, 1, 1), 4.0, requires_grad=True)  # above the teacher: pushed down
+    responseDivergence(high, teacher).backward()
+    assert high.grad.item() > 0
+    logits = torch.randn(2, 30, 10)
+    assert responseDivergence(logits, logits).item() == 0.0
+    assert responseDivergence(logits.clone(), logits, temperature=3.0).item() == 0.0
+    assert responseDivergence(logits + 0.5, logits).item() > 0
+
+
+def test_localisation_hand_worked_zero_and_gradient_sign():
+    """regMax 2, one anchor: every side's teacher bins (0.75, 0.25), student (0.5, 0.5); an anchor of weight 0
+    contributes nothing."""
+    regMax = 2
+    teacher = torch.tensor([math.log(3.0), 0.0] * 4).view(1, 1, 4 * regMax).repeat(1, 2, 1)  # (1, 2, 8)
+    student = torch.zeros(1, 2, 4 * regMax, requires_grad=True)
+    weight = torch.tensor([[1.0, 0.0]])
+    loss = localisationDivergence(student, teacher, weight, regMax)
+    assert loss.item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), abs=1e-6)
+    loss.backward()
+    assert torch.allclose(student.grad[0, 0], torch.tensor([-0.25, 0.25] * 4) / 4, atol=1e-6)  # mean of 4 sides
+    assert torch.all(student.grad[0, 1] == 0)
+    assert localisationDivergence(teacher, teacher, weight, regMax).item() == 0.0
+    dist = torch.randn(2, 7, 4 * 16)
+    assert localisationDivergence(dist, dist, torch.rand(2, 7), 16, temperature=2.0).item() == 0.0
+    assert localisationDivergence(dist + torch.randn_like(dist), dist, torch.rand(2, 7), 16).item() > 0
+
+
+@pytest.mark.parametrize("method", ["cwd", "ld"])
+def test_loss_zero_terms_for_identical_outputs_and_positive_otherwise(teacherFile, method):
+    mcfg = studentConfig(teacherFile, distilMethod=method)
+    student = makeStudent(mcfg)
+    loss = DistillationDetectionLoss(mcfg, student)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    preds, backbone, neck = student.teacher(x)
+    same = {"preds": [p.clone().requires_grad_() for p in preds], "feats": dict(zip(FEATURE_NAMES, backbone + neck)),
+            "teacherPreds": preds, "teacherFeats": dict(zip(FEATURE_NAMES, backbone + neck))}
+    loss(same, TARGETS)
+    assert loss.distilParts.tolist() == [0.0, 0.0]
+    student.train()
+    total = loss(student(x), TARGETS)  # train-mode BatchNorm: the student's tensors differ from the teacher's
+    knowledge, response = loss.distilParts.tolist()
+    assert knowledge > 0 and response > 0 and torch.isfinite(total)
+    w0, w1, w2 = mcfg.distilLossWeights
+    expected = w0 * (loss.parts * torch.tensor(mcfg.lossWeights)).sum() * 2 + (w1 * knowledge + w2 * response) * 2
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_response_uses_the_teacher_class_logits_only(teacherFile):
+    """Box-distribution channels and the classes the teacher does not know never enter the response."""
+    mcfg = studentConfig(teacherFile, teacherClassIndexes=[0, 1, 2])
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    loss(outputs, TARGETS)
+    reference = loss.distilParts[1].item()
+    boxChannels = 4 * mcfg.regMax
+    changed = dict(outputs, teacherPreds=[p.clone() for p in outputs["teacherPreds"]])
+    for p in changed["teacherPreds"]:
+        p[:, :boxChannels] += 3.0  # box distributions
+        p[:, boxChannels + 3:] -= 5.0  # classes 3..19, unknown to this teacher
+    loss(changed, TARGETS)
+    assert loss.distilParts[1].item() == pytest.approx(reference, rel=1e-6)
+    for p in changed["teacherPreds"]:
+        p[:, boxChannels + 1] += 2.0  # class 1: a teacher class
+    loss(changed, TARGETS)
+    assert loss.distilParts[1].item() != pytest.approx(reference, rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["cwd", "ld"])
+def test_no_boxes_and_plain_outputs(teacherFile, method):
+    """A batch without a box gives a finite loss; eval-mode (plain) outputs give w0 * DetectionLoss alone."""
+    mcfg = studentConfig(teacherFile, distilMethod=method, distilLossWeights=(2.0, 0.5, 0.5))
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    total = loss(student(x), torch.zeros(0, 6))
+    assert torch.isfinite(total) and torch.isfinite(loss.distilParts).all()
+    total.backward()
+    student.eval()
+    with torch.no_grad():
+        plain = student(x)
+        assert isinstance(plain, list) and len(plain) == 3
+        value = loss(plain, TARGETS)
+        assert value.item() == pytest.approx(2.0 * loss.detection(plain, TARGETS).item(), rel=1e-6)
+        assert loss.distilParts.tolist() == [0.0, 0.0]
+        assert torch.isfinite(loss(plain, torch.zeros(0, 6)))
+
+
+# --- teacher and student models ------------------------------------------------------------------------------
+def test_teacher_is_frozen(teacherFile):
+    teacher = YoloTeacherModel(studentConfig(teacherFile))
+    teacher.train()
+    teacher.requires_grad_(True)
+    assert not teacher.training and not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    preds, backbone, neck = teacher(torch.rand(1, 3, SIZE, SIZE, requires_grad=True))
+    assert not any(t.requires_grad for t in list(preds) + list(backbone) + list(neck))
+    assert FEATURE_NAMES == DISTIL_FEATURES
+
+
+def test_teacher_of_another_class_count_stops(teacherFile):
+    mcfg = makeConfig(inputShape=(SIZE, SIZE), nc=5, modelName="distillation", teacherModelFile=teacherFile,
+                      teacherClassIndexes=[0])
+    with pytest.raises(MarsError, match="teacherModelFile"):
+        YoloStudentModel(mcfg)
+
+
+def test_student_state_ema_and_device_moves(teacherFile):
+    """No teacher key in the student's state; ModelEma's deepcopy shares the teacher; _apply moves it along."""
+    student = makeStudent(studentConfig(teacherFile))
+    plain = YoloModel(makeConfig(inputShape=(SIZE, SIZE)))
+    assert list(student.state_dict()) == list(plain.state_dict())
+    assert len(list(student.parameters())) == len(list(plain.parameters()))
+    ema = ModelEma(student)
+    assert ema.module.teacher is student.teacher
+    assert list(ema.module.state_dict()) == list(student.state_dict())
+    assert copy.deepcopy(student).teacher is student.teacher
+    student.double()
+    assert all(p.dtype == torch.float64 for p in student.teacher.parameters())
+    student.float()
+    student.train()
+    assert not student.teacher.training
+
+
+def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(tmp_path):
+    """Six trainer steps (epoch 0 with the backbone frozen): every teacher tensor (weights and BatchNorm
+    statistics) is bitwise unchanged; the checkpoints hold the student alone and load into a plain YoloModel."""
+    teacher = YoloModel(makeConfig(nc=2, inputShape=(SIZE, SIZE)))  # the tiny set's two classes (red, blue)
+    teacher2File = str(tmp_path / "teacher2.pth")
+    teacher.save(teacher2File)
+    teacherState = {k: v.clone() for k, v in teacher.state_dict().items()}
+    mcfg = tinyConfig(tmp_path, repeat=3, maxEpoch=2, modelName="distillation", teacherModelFile=teacher2File,
+                      checkpointModelFile=teacher2File, teacherClassIndexes=[0], backboneFreezeEpochs=[0])
+    student = makeStudent(mcfg)
+    trainer = BaseTrainer(mcfg, student, DistillationDetectionLoss)
+    trainer.run()
+    assert len(trainer.history) == 2
+    for key, value in student.teacher.state_dict().items():
+        assert torch.equal(value, teacherState[key]), key
+    assert not student.teacher.training
+    assert not any(p.requires_grad for p in student.teacher.parameters())
+    assert not any(p.grad is not None for p in student.teacher.parameters())
+    assert not torch.equal(student.state_dict()["head.clsBranches.0.2.weight"], teacherState["head.clsBranches.0.2.weight"])
+
+    last = torch.load(os.path.join(mcfg.cacheDir(), "last_epoch_weights.pth"), weights_only=True)
+    best = torch.load(os.path.join(mcfg.cacheDir(), "best_weights.pth"), weights_only=True)
+    for state in (last["model"], last["ema"], best):
+        assert set(state) == set(teacherState)
+    plain = YoloModel(makeConfig(nc=2, inputShape=(SIZE, SIZE)))
+    plain.load(os.path.join(mcfg.cacheDir(), "best_weights.pth"))
+    for key, value in trainer.ema.module.state_dict().items():
+        assert torch.equal(plain.state_dict()[key], value), key
+
+    # one more step by hand: with the backbone frozen only the neck and head learn, unfrozen every parameter does
+    loss = DistillationDetectionLoss(mcfg, student)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    targets = torch.tensor([[0, 0, 0.1, 0.1, 0.5, 0.6], [1, 1, 0.3, 0.2, 0.9, 0.8]])
+    for frozen in (True, False):
+        student.freezeBackbone() if frozen else student.unfreezeBackbone()
+        student.train()
+        student.zero_grad(set_to_none=True)
+        loss(student(x), targets).backward()
+        for name, p in student.named_parameters():
+            if frozen and name.startswith("backbone."):
+                assert p.grad is None, name
+            else:
+                assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+        assert all(p.grad is None for p in student.teacher.parameters())
+
+
+# --- configs ---------------------------------------------------------------------------------------------------
+def test_knob_validation():
+    with pytest.raises(MarsError, match="distilMethod"):
+        makeConfig(distilMethod="mgd")
+    with pytest.raises(MarsError, match="distilFeatures"):
+        makeConfig(distilFeatures=("feat1", "P3"))
+    with pytest.raises(MarsError, match="distilTemperature"):
+        makeConfig(distilTemperature=0)
+    with pytest.raises(MarsError, match="teacherClassIndexes"):
+        makeConfig(modelName="distillation", teacherModelFile="t.pth", teacherClassIndexes=[0, 20])
+    with pytest.raises(MarsError, match="teacherModelFile"):
+        makeConfig(modelName="distillation", teacherClassIndexes=[0])
+
+
+def test_cfgops_pairs(tmp_path):
+    """Missing teacher: one line naming the teacher run; the tiny demo student points at the tiny teacher."""
+    for cfgname, teacherRun in (("demo.nano.tiny.distillation", "demo.nano.tiny.teacher"),
+                                ("demo.small.distillation", "demo.small.teacher"),
+                                ("c1.nano.distillation", "c1.nano.teacher")):
+        with pytest.raises(MarsError) as info:
+            makeNamedConfig(cfgname, str(tmp_path), "u")
+        message = str(info.value)
+        assert "\n" not in message and "python mars.py -cfg {} ".format(teacherRun) in message, message
+    from cfgops import c1, demo
+    for module in (c1, demo):
+        teacher, student = module.mcfg(["nano", "teacher"]), module.mcfg(["nano", "distillation"])
+        assert teacher.trainSelectedClasses == ["A{}".format(i) for i in range(1, 11)]
+        assert student.modelName == "distillation" and student.teacherClassIndexes == list(range(10))
+        assert student.trainSplitName == "small" and not student.epochValidation
+        assert student.trainSelectedClasses is None and student.checkpointModelFile == student.teacherModelFile
+
+
+def mars(*args):
+    environment = dict(os.environ, USER="tester")
+    environment.setdefault("OMP_NUM_THREADS", "1")  # tiny tensors: threads only add contention
+    return subprocess.run([sys.executable, os.path.join(ROOT, "mars.py"), *args], capture_output=True, text=True,
+                          env=environment, timeout=600)
+
+
+def test_tiny_teacher_then_distillation_through_mars(tmp_path):
+    root = str(tmp_path)
+    result = mars("-cfg", "demo.nano.tiny.teacher", "-root", root, "-train")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = mars("-cfg", "demo.nano.tiny.distillation", "-root", root, "-pipe")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-2].startswith("mAP50=")
+    run = os.path.join(root, "tester", "demo.nano.tiny.distillation")
+    last = torch.load(os.path.join(run, "__cache__", "last_epoch_weights.pth"), weights_only=True)
+    assert not any("teacher" in key for key in list(last["model"]) + list(last["ema"]))
+    mcfg = makeNamedConfig("demo.nano.tiny", root, "tester")
+    YoloModel(mcfg).load(os.path.join(run, "__cache__", "best_weights.pth"))

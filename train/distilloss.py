@@ -1,0 +1,119 @@
+"""DistillationDetectionLoss: w0 * DetectionLoss + (w1 * Knowledge + w2 * Response) * B, teacher -> student.
+
+Knowledge is the term mcfg.distilMethod selects:
+    "cwd": channel-wise distillation of feature maps (Shu et al., ICCV 2021), summed over mcfg.distilFeatures;
+    "ld":  localisation distillation of the box distributions (Zheng et al., CVPR 2022), where the teacher sees
+           one of its classes.
+Response matches the student's class logits of mcfg.teacherClassIndexes to the teacher's.
+
+Response form: YOLOv8 scores every class with its own sigmoid (BCE training, no background class), so the
+response is the binary KL divergence per anchor and per teacher class, KL(Bernoulli(sigmoid(zt/T)) ||
+Bernoulli(sigmoid(zs/T))) * T^2, summed and divided by the teacher's summed probabilities (at least 1) -- the
+soft-label twin of DetectionLoss's class term (BCE summed over anchors and classes / target score sum). A softmax
+over the classes would instead turn the teacher's "nothing here" anchors (all scores near 0) into confident
+uniform distributions and make the student copy noise among background logits; sigmoid/KL keeps "background"
+and is exactly 0 when the logits agree. The box-distribution channels never enter the response.
+
+Every distillation term is a mean per image; like DetectionLoss (which is multiplied by the batch size as in
+YOLOv8) they are multiplied by B, so the weights do not depend on the batch size.
+"""
+import torch
+import torch.nn.functional as F
+
+from train.loss import DetectionLoss
+
+DISTIL_METHODS = ("cwd", "ld")
+
+
+def channelWiseDivergence(studentFeat, teacherFeat, temperature=1.0):
+    """CWD of one feature pair: each channel's spatial map -> softmax(map / T) over the H*W positions;
+    KL(teacher || student) per channel, mean over batch and channels, times T^2.
+
+    studentFeat, teacherFeat: (B, C, H, W) float, same shape; teacherFeat carries no gradient.
+    Returns a scalar (0 for identical maps)."""
+    assert studentFeat.shape == teacherFeat.shape, (studentFeat.shape, teacherFeat.shape)
+    B, C, H, W = studentFeat.shape
+    student = studentFeat.float().reshape(B * C, H * W) / temperature  # (B*C, H*W)
+    teacher = teacherFeat.float().reshape(B * C, H * W) / temperature  # (B*C, H*W)
+    teacherLogP = F.log_softmax(teacher, dim=1)
+    kl = (teacherLogP.exp() * (teacherLogP - F.log_softmax(student, dim=1))).sum(1)  # (B*C,)
+    return kl.mean() * temperature ** 2
+
+
+def responseDivergence(studentLogits, teacherLogits, temperature=1.0):
+    """Binary KL between the teacher's and the student's per-class sigmoid scores (see the module docstring).
+
+    studentLogits, teacherLogits: (B, A, k) class logits of the k teacher classes.
+    Returns a scalar: sum over (B, A, k) of KL(pt || ps) * T^2 / max(1, sum of pt), pt = sigmoid(zt / T)."""
+    assert studentLogits.shape == teacherLogits.shape, (studentLogits.shape, teacherLogits.shape)
+    student = studentLogits.float() / temperature
+    teacher = teacherLogits.float() / temperature
+    teacherP = teacher.sigmoid()
+    kl = teacherP * (F.logsigmoid(teacher) - F.logsigmoid(student)) + \
+        (1 - teacherP) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))  # (B, A, k)
+    return kl.sum() / teacherP.sum().clamp(min=1) * temperature ** 2
+
+
+def localisationDivergence(studentDist, teacherDist, anchorWeight, regMax, temperature=1.0):
+    """Localisation distillation: per anchor and box side, KL(softmax(teacher bins / T) || softmax(student bins / T))
+    over the regMax DFL bins, averaged over the 4 sides, weighted per anchor, times T^2.
+
+    studentDist, teacherDist: (B, A, 4*regMax) box-distribution logits (sides l, t, r, b).
+    anchorWeight: (B, A) >= 0, no gradient (the teacher's best score over its classes).
+    Returns a scalar: sum of weight * KL / max(1, sum of weights)."""
+    assert studentDist.shape == teacherDist.shape, (studentDist.shape, teacherDist.shape)
+    B, A, _ = studentDist.shape
+    student = studentDist.float().reshape(B, A, 4, regMax) / temperature  # (B, A, 4, regMax)
+    teacher = teacherDist.float().reshape(B, A, 4, regMax) / temperature  # (B, A, 4, regMax)
+    teacherLogP = F.log_softmax(teacher, dim=3)
+    kl = (teacherLogP.exp() * (teacherLogP - F.log_softmax(student, dim=3))).sum(3).mean(2)  # (B, A)
+    return (kl * anchorWeight).sum() / anchorWeight.sum().clamp(min=1) * temperature ** 2
+
+
+class DistillationDetectionLoss(object):
+    """DistillationDetectionLoss(mcfg, model)(outputs, targets) -> scalar.
+
+    outputs: the student's train-mode dict ("preds", "feats", "teacherPreds", "teacherFeats"; see
+        YoloStudentModel) -> w0 * DetectionLoss + (w1 * Knowledge + w2 * Response) * B with
+        (w0, w1, w2) = mcfg.distilLossWeights;
+    or plain head outputs [P3, P4, P5] (the eval-mode student, e.g. validation) -> w0 * DetectionLoss alone.
+    targets: (N, 6) Mars collate rows, as for DetectionLoss.
+    After each call self.parts holds the unweighted (box, cls, dfl) detection losses (detached (3,), what the
+    trainer logs) and self.distilParts the unweighted (knowledge, response) terms (detached (2,), zeros for plain
+    outputs).
+    """
+
+    def __init__(self, mcfg, model):
+        self.detection = DetectionLoss(mcfg, model)
+        self.nc, self.regMax = model.nc, model.regMax
+        self.weights = tuple(float(w) for w in mcfg.distilLossWeights)
+        self.temperature = float(mcfg.distilTemperature)
+        self.method = mcfg.distilMethod
+        assert self.method in DISTIL_METHODS, self.method
+        self.featureNames = tuple(mcfg.distilFeatures)
+        self.teacherClassIndexes = list(mcfg.teacherClassIndexes)
+        self.parts = torch.zeros(3)
+        self.distilParts = torch.zeros(2)
+
+    def __call__(self, outputs, targets):
+        if not isinstance(outputs, dict):  # eval-mode student: plain head outputs
+            loss = self.detection(outputs, targets)
+            self.parts, self.distilParts = self.detection.parts, torch.zeros(2)
+            return self.weights[0] * loss
+        preds, teacherPreds = outputs["preds"], outputs["teacherPreds"]
+        B = preds[0].shape[0]
+        detectionLoss = self.detection(preds, targets)
+        predDist, predLogits = self.detection.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
+        teacherDist, teacherLogits = self.detection.flatten([p.detach() for p in teacherPreds])
+        old = self.teacherClassIndexes
+        response = responseDivergence(predLogits[..., old], teacherLogits[..., old], self.temperature)
+        if self.method == "cwd":
+            knowledge = sum(channelWiseDivergence(outputs["feats"][name], outputs["teacherFeats"][name].detach(),
+                                                  self.temperature) for name in self.featureNames)
+        else:
+            anchorWeight = teacherLogits[..., old].sigmoid().amax(2)  # (B, A) teacher's best old-class score
+            knowledge = localisationDivergence(predDist, teacherDist, anchorWeight, self.regMax, self.temperature)
+        self.parts = self.detection.parts
+        self.distilParts = torch.stack((knowledge, response)).detach()
+        w0, w1, w2 = self.weights
+        return w0 * detectionLoss + (w1 * knowledge + w2 * response) * B
