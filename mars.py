@@ -1,4 +1,7 @@
-"""Mars command line: python mars.py [-cfg NAME] [-root DIR] [-train | -eval | -pipe | -predict PATH] [-nobuf]."""
+"""Mars command line: python mars.py [-cfg NAME] [-root DIR] [-train | -eval | -pipe | -predict PATH] [-nobuf].
+
+Several devices: torchrun --nproc_per_node=N mars.py -cfg ... (DistributedDataParallel; rank 0 logs, saves, evaluates).
+"""
 import argparse
 import getpass
 import os
@@ -41,7 +44,9 @@ def main(argv=None):
     try:
         from engine.engine import run
         from factory.configfactory import makeConfig
+        from misc.dist import initDistributed
         mcfg = makeConfig(args.cfg, args.root, userName(), args.nobuf)
+        mcfg.device = initDistributed(mcfg.device)  # torchrun: one process per device
         run(mcfg, "predict" if args.predict else (args.mode or "pipe"), args.predict)
     except MarsError as e:
         if args.debug:

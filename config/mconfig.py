@@ -90,6 +90,7 @@ class ModelConfig(object):
         self.deterministic = False  # torch deterministic algorithms (with dcore 0 on the CPU, resume is bitwise exact)
         self.amp = True  # CUDA only: automatic mixed precision (bf16 where supported, else fp16 with a grad scaler)
         self.compile = False  # torch.compile the model for training
+        self.syncBatchNorm = False  # torchrun: BatchNorm statistics over the batches of all ranks
 
         # --- evaluation / prediction ---
         self.paintImages = False  # write painted test images

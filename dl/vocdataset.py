@@ -16,7 +16,8 @@ import random
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from dl.aug import augmentFromConfig
 from misc.img import boxesToLetterbox, letterbox, letterboxGeometry
@@ -200,12 +201,18 @@ def makeDataLoader(mcfg, splitName, train, shuffle=None, batchSize=None):
     """DataLoader over VocDataset(mcfg, splitName, train) yielding batches in the Mars collate format.
 
     Reproducible for a given mcfg.seed and mcfg.dcore: the shuffle order comes from a Generator seeded with
-    mcfg.seed, and each worker seeds its augmentation from it.
+    mcfg.seed, and each worker seeds its augmentation from it. Under torch.distributed a training loader uses a
+    DistributedSampler (the trainer calls its set_epoch).
     """
     dataset = VocDataset(mcfg, splitName, train)
     generator = torch.Generator()
     generator.manual_seed(mcfg.seed)
-    return DataLoader(dataset, batch_size=batchSize or mcfg.batchSize, shuffle=train if shuffle is None else shuffle,
+    shuffle = train if shuffle is None else shuffle
+    sampler = None
+    if train and dist.is_available() and dist.is_initialized():  # torchrun: each rank reads its share of the split
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=mcfg.seed)
+        shuffle = None
+    return DataLoader(dataset, batch_size=batchSize or mcfg.batchSize, shuffle=shuffle, sampler=sampler,
                       num_workers=mcfg.dcore, persistent_workers=mcfg.dcore > 0,
                       pin_memory=str(mcfg.device).startswith("cuda"), drop_last=False, collate_fn=collate,
                       generator=generator, worker_init_fn=seedWorker)

@@ -14,7 +14,8 @@ from factory.trainerfactory import makeTrainer
 from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.img import boxesFromLetterbox, letterbox
-from misc.log import addFileLog, log
+from misc.dist import isMain
+from misc.log import addFileLog, log, setQuiet
 from misc.misc import MarsError, seedEverything
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,6 +79,11 @@ def predict(mcfg, path):
 
 
 def run(mcfg, mode, predictPath=None):
+    if not isMain():  # torchrun: the other ranks only train, quietly
+        setQuiet()
+        if mode in ("train", "pipe"):
+            train(mcfg)
+        return
     os.makedirs(mcfg.runDir(), exist_ok=True)
     addFileLog(os.path.join(mcfg.runDir(), "log.txt"))
     log("run {} -> {}".format(mcfg.cfgname, mcfg.runDir()))

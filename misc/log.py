@@ -27,3 +27,8 @@ def addFileLog(path):
     fh = logging.FileHandler(path)
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     _logger.addHandler(fh)
+
+
+def setQuiet():
+    """Warnings and errors only (the non-zero ranks of a torchrun job)."""
+    _logger.setLevel(logging.WARNING)

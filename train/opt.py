@@ -17,11 +17,12 @@ def parameterGroups(model):
     return convWeights, normWeights, biases
 
 
-def makeOptimizer(mcfg, model):
+def makeOptimizer(mcfg, model, totalBatchSize=None):
     """SGD (nesterov) or AdamW over the three groups; weight decay is mcfg.optimizerWeightDecay per 64 images,
-    scaled to mcfg.batchSize because the loss is summed over the batch. Every group records its 'kind'."""
+    scaled to the images of one step (mcfg.batchSize x ranks) because the loss is summed over the batch.
+    Every group records its 'kind'."""
     convWeights, normWeights, biases = parameterGroups(model)
-    decay = mcfg.optimizerWeightDecay * mcfg.batchSize / 64
+    decay = mcfg.optimizerWeightDecay * (totalBatchSize or mcfg.batchSize) / 64
     groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),
               dict(params=normWeights, weight_decay=0.0, kind="norm"),
               dict(params=biases, weight_decay=0.0, kind="bias")]

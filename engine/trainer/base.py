@@ -10,10 +10,12 @@ import time
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
 from engine.curves import writeCurves, writeHistoryCsv
+from misc.dist import allTrue, isMain, rank, worldSize
 from misc.log import log, warn
 from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
 from train.ema import ModelEma
@@ -76,6 +78,10 @@ class BaseTrainer(object):
             torch.backends.cudnn.benchmark = False
         elif cuda:
             torch.backends.cudnn.benchmark = True
+        self.rank, self.worldSize, self.isMain = rank(), worldSize(), isMain()
+        if self.worldSize > 1 and mcfg.syncBatchNorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # new BN modules: before optimizer and EMA
+            self.model = model
         self.channelsLast = cuda
         if self.channelsLast:
             model.to(memory_format=torch.channels_last)
@@ -87,10 +93,10 @@ class BaseTrainer(object):
         self.validationLoader = makeDataLoader(mcfg, mcfg.validationSplitName, train=False) if mcfg.epochValidation else None
         self.loss = lossFactory(mcfg, model)
         self.validationLoss = lossFactory(mcfg, model)
-        self.optimizer = makeOptimizer(mcfg, model)
+        self.optimizer = makeOptimizer(mcfg, model, mcfg.batchSize * self.worldSize)
         self.schedule = LearningRateSchedule(mcfg, len(self.trainLoader))
         self.ema = ModelEma(model, mcfg.emaDecay, mcfg.emaTau)
-        self.forward = torch.compile(model) if mcfg.compile else model
+        self.forward, self.wrappedFrozen = model, None  # DDP wrapper, rebuilt when the frozen set changes
         self.cacheDir = mcfg.cacheDir()
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
         self.batchesDone, self.partialParts = 0, None  # position inside an interrupted epoch
@@ -151,8 +157,21 @@ class BaseTrainer(object):
         """Every epoch's randomness (shuffle, augmentation) depends only on mcfg.seed and the epoch index."""
         seed = self.mcfg.seed + epoch
         seedEverything(seed)
-        self.trainLoader.generator.manual_seed(seed)
-        self.trainLoader.dataset.rng = np.random.default_rng(seed)
+        self.trainLoader.generator.manual_seed(seed + 100003 * self.rank)  # worker seeds differ per rank
+        self.trainLoader.dataset.rng = np.random.default_rng([seed, self.rank])
+        if hasattr(self.trainLoader.sampler, "set_epoch"):
+            self.trainLoader.sampler.set_epoch(epoch)
+
+    def wrapModel(self, frozen):
+        """The callable that runs the forward: the model, DistributedDataParallel under torchrun (rebuilt when
+        freezing changes which parameters get gradients), torch.compile'd when mcfg.compile."""
+        if self.wrappedFrozen == frozen:
+            return
+        forward = self.model
+        if self.worldSize > 1:
+            forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward = torch.compile(forward) if self.mcfg.compile else forward
+        self.wrappedFrozen = frozen
 
     def onSignal(self, signum, frame):
         if self.stopSignal is not None:  # a second signal: stop now
@@ -161,7 +180,8 @@ class BaseTrainer(object):
         warn("{} received: finishing the current step, then saving".format(signal.Signals(signum).name))
 
     def run(self):
-        os.makedirs(self.cacheDir, exist_ok=True)
+        if self.isMain:
+            os.makedirs(self.cacheDir, exist_ok=True)
         self.resume()
         if self.startEpoch >= self.mcfg.maxEpoch:
             log("training already finished ({} epochs in {}); use -nobuf to train again".format(self.mcfg.maxEpoch, self.cacheDir))
@@ -178,11 +198,14 @@ class BaseTrainer(object):
         started = time.time()
         frozen = epoch in self.mcfg.backboneFreezeEpochs
         self.model.freezeBackbone() if frozen else self.model.unfreezeBackbone()
+        self.wrapModel(frozen)
         self.seedEpoch(epoch)
         trainParts, lr = self.trainEpoch(epoch, frozen)
         row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
                "lr": lr, "frozen": int(frozen)}
         metric = None
+        if not self.isMain:  # rank 0 validates, evaluates and saves
+            return
         if self.validationLoader is not None:
             valParts = self.validate()
             row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
@@ -205,7 +228,7 @@ class BaseTrainer(object):
         if skip:  # resuming inside this epoch: replay the loader up to where the interrupted run stopped
             total += torch.as_tensor(self.partialParts, device=self.device)
         bar = tqdm(self.trainLoader, desc="epoch {}/{}".format(epoch + 1, self.mcfg.maxEpoch), leave=True,
-                   dynamic_ncols=True, mininterval=0.5, initial=0)
+                   dynamic_ncols=True, mininterval=0.5, disable=not self.isMain)
         lr = 0.0
         for i, (images, targets, _) in enumerate(bar):
             if i < skip:
@@ -219,7 +242,8 @@ class BaseTrainer(object):
                 bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f} lr={:.2e}{}".format(
                     mean[0], mean[1], mean[2], lr, " frozen" if frozen else ""))
             if self.stopSignal is not None:
-                self.saveState(epoch, i + 1, total.tolist())
+                if self.isMain:
+                    self.saveState(epoch, i + 1, total.tolist())
                 bar.close()
                 log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
                     "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
@@ -232,8 +256,13 @@ class BaseTrainer(object):
         lr = self.schedule.apply(self.optimizer, step)
         images, targets = toDevice(images, targets, self.device, self.channelsLast)
         with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
-            loss = self.loss(self.forward(images), targets)
-        if not torch.isfinite(loss):  # a host read; skipping a bad step is worth it
+            loss = self.loss(self.forward(images), targets) * self.worldSize  # DDP averages gradients over ranks
+        # one host read per step: a bad step must not reach the weights, and under torchrun every rank must agree
+        # on skipping it and on stopping after it (a signal may reach the ranks at different steps)
+        finite, running = allTrue([bool(torch.isfinite(loss)), self.stopSignal is None], self.device)
+        if not running:
+            self.stopSignal = self.stopSignal or signal.SIGTERM
+        if not finite:
             self.skipNonFinite(step)
             return lr
         self.nonFiniteSteps = 0

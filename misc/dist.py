@@ -1,0 +1,49 @@
+"""torch.distributed in one place: started by torchrun (WORLD_SIZE > 1), else a single process."""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def initDistributed(device):
+    """Join the process group when launched by torchrun. Returns the device of this rank ('cuda:LOCAL_RANK' on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        localRank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(localRank)
+        device = "cuda:{}".format(localRank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return device
+
+
+def isDistributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    return dist.get_rank() if isDistributed() else 0
+
+
+def worldSize():
+    return dist.get_world_size() if isDistributed() else 1
+
+
+def isMain():
+    """Rank 0 (or a single process): the one that logs, saves and evaluates."""
+    return rank() == 0
+
+
+def barrier():
+    if isDistributed():
+        dist.barrier()
+
+
+def allTrue(flags, device):
+    """A list of Python bools agreed on by every rank: each False if any rank says False (one all_reduce)."""
+    if not isDistributed():
+        return list(flags)
+    value = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return [bool(v) for v in value.tolist()]
