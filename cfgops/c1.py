@@ -3,15 +3,17 @@
 Data root: $MARS_DATA, else DATA_ROOT below. Expected layout:
     <root>/images/<stem>.jpg, <root>/annotations/<stem>.xml, <root>/splits/v5/{train,validation,test,small}.txt
 Tags: full (train from scratch, all classes), teacher (labels of A1..A10 only), distillation (student on the
-small split with all 20 classes, taught by the teacher), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
+small split with all 20 classes, taught by the teacher; CWD + response), ld (with distillation: localisation
+distillation of the box distributions instead of CWD), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
 """
 import os
 
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags
+from misc.misc import MarsError
 
 DATA_ROOT = os.path.join("~", "data", "MAR20")  # used when MARS_DATA is not set
-TAGS = ("full", "teacher", "distillation")
+TAGS = ("full", "teacher", "distillation", "ld")
 
 
 def mcfg(tags):
@@ -46,4 +48,9 @@ def mcfg(tags):
         mcfg.maxEpoch = 100
         mcfg.backboneFreezeEpochs = list(range(25))
         mcfg.epochValidation = False
+        mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: the demo's tuning (bench/distill.py)
+        if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
+            mcfg.distilMethod, mcfg.distilLossWeights = "ld", (1.0, 4.0, 0.25)
+    elif "ld" in tags:
+        raise MarsError("tag ld chooses a distillation method; use it with the tag distillation, e.g. c1.nano.distillation.ld")
     return mcfg

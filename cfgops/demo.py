@@ -1,12 +1,13 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, teacher, distillation (as in c1.py), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
+Tags: full, teacher, distillation, ld (as in c1.py), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags
+from misc.misc import MarsError
 
-TAGS = ("full", "teacher", "distillation", "tiny")
+TAGS = ("full", "teacher", "distillation", "ld", "tiny")
 
 
 def mcfg(tags):
@@ -43,5 +44,9 @@ def mcfg(tags):
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
         mcfg.backboneFreezeEpochs = list(range(5))
-        mcfg.distilLossWeights = (1.0, 1.0, 1.0)  # detection, cwd, response
+        mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: tuned with bench/distill.py
+        if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
+            mcfg.distilMethod, mcfg.distilLossWeights = "ld", (1.0, 4.0, 0.25)
+    elif "ld" in tags:
+        raise MarsError("tag ld chooses a distillation method; use it with the tag distillation, e.g. demo.nano.distillation.ld")
     return mcfg

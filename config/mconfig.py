@@ -79,10 +79,10 @@ class ModelConfig(object):
         self.emaTau = 2000.0  # steps; EMA decay ramp constant
         self.lossWeights = (7.5, 0.5, 1.5)  # box (CIoU), class (BCE), DFL
         self.talTopk = 10  # TaskAlignedAssigner candidates per box
-        self.distilLossWeights = (1.0, 0.05, 0.001)  # detection, CWD, response
-        self.distilTemperature = 1.0
-        self.distilMethod = "cwd"  # knowledge term weighted by distilLossWeights[1]: "cwd" (channel-wise feature distillation) or "ld" (localisation distillation of the box distributions)
-        self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # feature maps CWD compares, names from DISTIL_FEATURES
+        self.distilLossWeights = (1.0, 0.25, 0.25)  # detection, knowledge (CWD or LD), response
+        self.distilTemperature = 1.0  # softmax / sigmoid temperature of the distillation terms (1 = unsoftened)
+        self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
+        self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 0  # epochs between mAP measurements during training (0 = never)
         self.seed = 0
@@ -153,7 +153,7 @@ class ModelConfig(object):
         if len(self.lossWeights) != 3:
             raise MarsError("mcfg.lossWeights={!r} must be three numbers (box, class, dfl)".format(self.lossWeights))
         if len(self.distilLossWeights) != 3:
-            raise MarsError("mcfg.distilLossWeights={!r} must be three numbers (detection, cwd, response)".format(self.distilLossWeights))
+            raise MarsError("mcfg.distilLossWeights={!r} must be three numbers (detection, knowledge (CWD or LD), response)".format(self.distilLossWeights))
         self.finalizeDistillation()
         if self.talTopk < 1:
             raise MarsError("mcfg.talTopk={} must be at least 1".format(self.talTopk))

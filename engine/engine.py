@@ -17,6 +17,7 @@ from misc.img import boxesFromLetterbox, letterbox
 from misc.dist import isMain
 from misc.log import addFileLog, log, setQuiet
 from misc.misc import MarsError, seedEverything
+from model.base.yolomodel import YoloModel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -28,8 +29,7 @@ def bestModel(mcfg):
         raise MarsError("no trained weights at {}; train first: python mars.py -cfg {} -train -root {}".format(
             path, mcfg.cfgname, mcfg.root))
     mcfg.pretrainedBackboneUrl = None  # the trained weights replace any initialisation
-    mcfg.checkpointModelFile = None
-    return makeModel(mcfg).load(path).eval()
+    return YoloModel(mcfg).load(path).eval()  # a distilled student is a plain YoloModel once trained
 
 
 def train(mcfg):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cfgops import c1, demo
 from config.mconfig import DISTIL_FEATURES
 from engine.trainer.base import BaseTrainer
 from factory.configfactory import makeConfig as makeNamedConfig
@@ -210,15 +211,21 @@ def test_student_state_ema_and_device_moves(teacherFile):
     assert not student.teacher.training
 
 
+def methodConfig(mcfg, method):
+    mcfg = copy.copy(mcfg)
+    mcfg.distilMethod = method
+    return mcfg.finalize()
+
+
 def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(tmp_path):
     """Six trainer steps (epoch 0 with the backbone frozen): every teacher tensor (weights and BatchNorm
     statistics) is bitwise unchanged; the checkpoints hold the student alone and load into a plain YoloModel."""
     teacher = YoloModel(makeConfig(nc=2, inputShape=(SIZE, SIZE)))  # the tiny set's two classes (red, blue)
-    teacher2File = str(tmp_path / "teacher2.pth")
-    teacher.save(teacher2File)
+    teacherPath = str(tmp_path / "teacher2.pth")
+    teacher.save(teacherPath)
     teacherState = {k: v.clone() for k, v in teacher.state_dict().items()}
-    mcfg = tinyConfig(tmp_path, repeat=3, maxEpoch=2, modelName="distillation", teacherModelFile=teacher2File,
-                      checkpointModelFile=teacher2File, teacherClassIndexes=[0], backboneFreezeEpochs=[0])
+    mcfg = tinyConfig(tmp_path, repeat=3, maxEpoch=2, modelName="distillation", teacherModelFile=teacherPath,
+                      checkpointModelFile=teacherPath, teacherClassIndexes=[0], backboneFreezeEpochs=[0])
     student = makeStudent(mcfg)
     trainer = BaseTrainer(mcfg, student, DistillationDetectionLoss)
     trainer.run()
@@ -239,21 +246,24 @@ def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(t
     for key, value in trainer.ema.module.state_dict().items():
         assert torch.equal(plain.state_dict()[key], value), key
 
-    # one more step by hand: with the backbone frozen only the neck and head learn, unfrozen every parameter does
-    loss = DistillationDetectionLoss(mcfg, student)
+    # steps by hand: with the backbone frozen only the neck and head learn, unfrozen every parameter does. Every
+    # parameter gets a finite gradient; with "ld" (which reaches every box-distribution output) none is all zero.
     x = torch.rand(2, 3, SIZE, SIZE)
     targets = torch.tensor([[0, 0, 0.1, 0.1, 0.5, 0.6], [1, 1, 0.3, 0.2, 0.9, 0.8]])
-    for frozen in (True, False):
-        student.freezeBackbone() if frozen else student.unfreezeBackbone()
-        student.train()
-        student.zero_grad(set_to_none=True)
-        loss(student(x), targets).backward()
-        for name, p in student.named_parameters():
-            if frozen and name.startswith("backbone."):
-                assert p.grad is None, name
-            else:
-                assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-        assert all(p.grad is None for p in student.teacher.parameters())
+    for method in ("cwd", "ld"):
+        loss = DistillationDetectionLoss(methodConfig(mcfg, method), student)
+        for frozen in (True, False):
+            student.freezeBackbone() if frozen else student.unfreezeBackbone()
+            student.train()
+            student.zero_grad(set_to_none=True)
+            loss(student(x), targets).backward()
+            for name, p in student.named_parameters():
+                if frozen and name.startswith("backbone."):
+                    assert p.grad is None, name
+                    continue
+                assert p.grad is not None and torch.isfinite(p.grad).all(), (method, name)
+                assert method == "cwd" or p.grad.abs().sum() > 0, (method, name)
+            assert all(p.grad is None for p in student.teacher.parameters())
 
 
 # --- configs ---------------------------------------------------------------------------------------------------
@@ -279,13 +289,15 @@ def test_cfgops_pairs(tmp_path):
             makeNamedConfig(cfgname, str(tmp_path), "u")
         message = str(info.value)
         assert "\n" not in message and "python mars.py -cfg {} ".format(teacherRun) in message, message
-    from cfgops import c1, demo
     for module in (c1, demo):
         teacher, student = module.mcfg(["nano", "teacher"]), module.mcfg(["nano", "distillation"])
         assert teacher.trainSelectedClasses == ["A{}".format(i) for i in range(1, 11)]
         assert student.modelName == "distillation" and student.teacherClassIndexes == list(range(10))
         assert student.trainSplitName == "small" and not student.epochValidation
         assert student.trainSelectedClasses is None and student.checkpointModelFile == student.teacherModelFile
+        assert student.distilMethod == "cwd" and module.mcfg(["nano", "distillation", "ld"]).distilMethod == "ld"
+        with pytest.raises(MarsError, match="distillation.ld"):
+            module.mcfg(["nano", "ld"])
 
 
 def mars(*args):
