@@ -239,8 +239,10 @@ class BaseTrainer(object):
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
             if i % LOG_EVERY == 0 or i + 1 == numBatches:
                 mean = (total / (i + 1)).tolist()
-                bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f} lr={:.2e}{}".format(
-                    mean[0], mean[1], mean[2], lr, " frozen" if frozen else ""))
+                distil = getattr(self.loss, "distilParts", None)  # distillation: (knowledge, response) of this step
+                bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f}{} lr={:.2e}{}".format(
+                    mean[0], mean[1], mean[2], "" if distil is None else " kd={:.3f} resp={:.3f}".format(*distil.tolist()),
+                    lr, " frozen" if frozen else ""))
             if self.stopSignal is not None:
                 if self.isMain:
                     self.saveState(epoch, i + 1, total.tolist())
