@@ -15,11 +15,11 @@ def mcfg(tags):
     mcfg.demoData = True  # imageDir, annotationDir, classList, subsetMap point at <root>/demo-data
     mcfg.classList = ["A{}".format(i) for i in range(1, 21)]
     mcfg.phase = "nano"
-    mcfg.inputShape = (192, 192)
+    mcfg.inputShape = (160, 160)
     mcfg.device = "cpu"
     mcfg.dcore = 1
     mcfg.batchSize = 16
-    mcfg.maxEpoch = 30
+    mcfg.maxEpoch = 12
     mcfg.warmupEpochs = 1.0
     mcfg.baseLearningRate = 0.01
     mcfg.minLearningRate = 0.001
