@@ -35,12 +35,12 @@ def boxToDist(boxesXyxy, anchorPoints, maxDist):
 
 
 def dflDecode(predDist, proj):
-    """DFL expectation: (B, A, 4 * regMax) logits -> (B, A, 4) distances in bins (stride units).
+    """DFL expectation: (..., 4 * regMax) logits, e.g. (B, A, 4 * regMax) -> (..., 4) distances in bins (stride units).
 
     proj: (regMax,) = [0, 1, ..., regMax-1].
     """
-    B, A, C = predDist.shape
-    return predDist.view(B, A, 4, C // 4).softmax(3).matmul(proj.type(predDist.dtype))
+    *lead, C = predDist.shape
+    return predDist.reshape(*lead, 4, C // 4).softmax(-1).matmul(proj.type(predDist.dtype))  # (..., 4)
 
 
 def boxIou(boxes1, boxes2, kind="iou", eps=IOU_EPS):

@@ -1,6 +1,5 @@
 """DetectionLoss: CIoU box loss + BCE class loss + DFL, with TaskAlignedAssigner targets (YOLOv8)."""
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from misc.bbox import boxIou, boxToDist, distToBox, dflDecode, makeAnchors
@@ -45,7 +44,6 @@ class DetectionLoss(object):
         self.lossWeights = tuple(mcfg.lossWeights)
         self.assigner = TaskAlignedAssigner(topk=mcfg.talTopk, nc=self.nc, alpha=0.5, beta=6.0,
                                             minCandidateSize=float(self.strides[1]))
-        self.bce = nn.BCEWithLogitsLoss(reduction="none")
         self.parts = torch.zeros(3)
         self.anchorCache = {}
 
@@ -69,29 +67,65 @@ class DetectionLoss(object):
         predDist, predLogits = flat.split((4 * self.regMax, self.nc), 1)
         return predDist.permute(0, 2, 1).contiguous(), predLogits.permute(0, 2, 1).contiguous()
 
+    def candidateRows(self, levels, isCandidate):
+        """The outputs of the candidate anchors, gathered level by level (no copy of the whole outputs).
+
+        levels: list of (B, 4*regMax + nc, Hi*Wi); isCandidate: (B, A) bool.
+        Returns candImage (K,), candAnchor (K,) (anchor index over all levels), candRows (K, 4*regMax + nc).
+        """
+        images, anchors, rows, start = [], [], [], 0
+        for level in levels:
+            b, a = isCandidate[:, start:start + level.shape[2]].nonzero(as_tuple=True)
+            images.append(b)
+            anchors.append(a + start)
+            rows.append(level[b, :, a])  # (Ki, 4*regMax + nc)
+            start += level.shape[2]
+        return torch.cat(images), torch.cat(anchors), torch.cat(rows)
+
     def computeParts(self, preds, targets):
-        """Unweighted (box CIoU, class BCE, DFL) losses as a (3,) tensor with gradients."""
-        predDist, predLogits = self.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
-        B = predLogits.shape[0]
-        anchorPoints, strideTensor = self.anchors(preds)  # (A, 2), (A, 1)
+        """Unweighted (box CIoU, class BCE, DFL) losses as a (3,) tensor with gradients.
+
+        Only the class loss needs every anchor. Boxes are decoded only for candidate anchors (inside some gt box), the
+        only ones the assigner and the box losses read; the box and DFL losses run on the foreground anchors.
+        """
+        B = preds[0].shape[0]
+        R = 4 * self.regMax  # box channels, then nc class channels
+        levels = [p.flatten(2) for p in preds]  # (B, 4*regMax + nc, Hi*Wi) views
+        anchorPoints, strideTensor = self.anchors(preds)  # (A, 2) stride units, (A, 1)
+        A = anchorPoints.shape[0]
         imageShape = (preds[0].shape[2] * self.strides[0], preds[0].shape[3] * self.strides[0])
-        gtLabels, gtBoxes, gtMask = targetsToPadded(targets.to(predLogits.device).float(), B, imageShape)
+        device = preds[0].device
+        gtLabels, gtBoxes, gtMask = targetsToPadded(targets.to(device).float(), B, imageShape)
+        anchorPixels = anchorPoints * strideTensor  # (A, 2) input pixels
+        inside = self.assigner.anchorsInside(anchorPixels, gtBoxes, gtMask.bool())  # (B, M, A)
 
-        proj = torch.arange(self.regMax, device=predDist.device, dtype=torch.float32)
-        predBoxes = distToBox(dflDecode(predDist, proj), anchorPoints)  # (B, A, 4) stride units
-        _, targetBoxes, targetScores, fgMask, _ = self.assigner(
-            predLogits.detach().sigmoid(), (predBoxes.detach() * strideTensor).type(gtBoxes.dtype),
-            anchorPoints * strideTensor, gtLabels, gtBoxes, gtMask)
-        targetScoresSum = targetScores.sum().clamp(min=1)
+        candImage, candAnchor, candRows = self.candidateRows(levels, inside.any(1))  # (K,), (K,), (K, R + nc)
+        proj = torch.arange(self.regMax, device=device, dtype=torch.float32)
+        candBoxes = distToBox(dflDecode(candRows[:, :R], proj), anchorPoints[candAnchor])  # (K, 4) stride units
+        predBoxesPixels = torch.zeros((B, A, 4), dtype=gtBoxes.dtype, device=device)  # read only at candidates
+        predBoxesPixels[candImage, candAnchor] = (candBoxes.detach() * strideTensor[candAnchor]).type(gtBoxes.dtype)
+        predLogits = torch.cat([level[:, R:].detach() for level in levels], 2).transpose(1, 2)  # (B, A, nc)
+        targetLabels, targetBoxes, targetWeight, fgMask, _ = self.assigner.assign(
+            predLogits, predBoxesPixels, anchorPixels, gtLabels, gtBoxes, gtMask, inside, logits=True)
 
-        clsLoss = self.bce(predLogits, targetScores.to(predLogits.dtype)).sum() / targetScoresSum
-        fg = fgMask.nonzero(as_tuple=True)
-        weight = targetScores[fg].sum(-1, keepdim=True)  # (F, 1)
-        targetBoxes = targetBoxes / strideTensor  # stride units
-        iou = boxIou(predBoxes[fg], targetBoxes[fg], "ciou").unsqueeze(-1)  # (F, 1)
+        fgImage, fgAnchor = fgMask.nonzero(as_tuple=True)  # (F,) foreground anchors, all among the candidates
+        candRow = torch.full((B, A), -1, dtype=torch.long, device=device)
+        candRow[candImage, candAnchor] = torch.arange(candImage.shape[0], device=device)
+        fgRow = candRow[fgImage, fgAnchor]  # (F,) row in candRows
+        weight = targetWeight[fgImage, fgAnchor].float().unsqueeze(-1)  # (F, 1) soft class target of the foreground
+        targetScoresSum = weight.sum().clamp(min=1)
+
+        # BCE summed over every (anchor, class) = sum(softplus(logit)) - sum(target * logit), and the target is
+        # non-zero only at (foreground anchor, its class)
+        fgLogits = candRows[fgRow, R + targetLabels[fgImage, fgAnchor]]  # (F,)
+        softplusSum = sum(F.softplus(level[:, R:]).sum(dtype=torch.float32) for level in levels)  # float32 under AMP
+        clsLoss = (softplusSum - (fgLogits * weight[:, 0]).sum()) / targetScoresSum
+
+        targetBoxes = targetBoxes[fgImage, fgAnchor] / strideTensor[fgAnchor]  # (F, 4) stride units
+        iou = boxIou(candBoxes[fgRow], targetBoxes, "ciou").unsqueeze(-1)  # (F, 1)
         boxLoss = ((1.0 - iou) * weight).sum() / targetScoresSum
-        targetDist = boxToDist(targetBoxes, anchorPoints, self.regMax - 1)  # (B, A, 4) bins
-        dfl = self.dflLoss(predDist[fg].view(-1, self.regMax), targetDist[fg]) * weight
+        targetDist = boxToDist(targetBoxes, anchorPoints[fgAnchor], self.regMax - 1)  # (F, 4) bins
+        dfl = self.dflLoss(candRows[fgRow, :R].reshape(-1, self.regMax), targetDist) * weight
         dflLoss = dfl.sum() / targetScoresSum
         return torch.stack((boxLoss, clsLoss, dflLoss))
 

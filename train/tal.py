@@ -14,6 +14,9 @@ class TaskAlignedAssigner(nn.Module):
     an anchor claimed by several ground truths keeps the one it overlaps most. Ground-truth sides smaller
     than minCandidateSize pixels are widened to it (about the box centre) for the inside test only, so
     tiny objects still get candidates.
+
+    The inside test, the metric and its topk search run on dense (B, M, A) tensors (so topk breaks ties among
+    equal metrics as the reference does); everything after works on the few positive (image, gt, anchor) pairs.
     """
 
     def __init__(self, topk=10, nc=80, alpha=0.5, beta=6.0, minCandidateSize=16.0):
@@ -26,59 +29,91 @@ class TaskAlignedAssigner(nn.Module):
         """
         predScores: (B, A, nc) sigmoid scores; predBoxesXyxy: (B, A, 4) input pixels; anchorPoints: (A, 2) input pixels;
         gtLabels: (B, M, 1) class ids; gtBoxesXyxy: (B, M, 4) input pixels; gtMask: (B, M, 1) 1 for real boxes, 0 for padding.
-        Returns targetLabels (B, A) long, targetBoxesXyxy (B, A, 4), targetScores (B, A, nc) float,
-        fgMask (B, A) bool, targetGtIndex (B, A) long.
+        Returns targetLabels (B, A) long, targetBoxesXyxy (B, A, 4), targetScores (B, A, nc) float (the soft target of
+        the assigned class, 0 elsewhere), fgMask (B, A) bool, targetGtIndex (B, A) long.
         """
         B, A, nc = predScores.shape
+        targetLabels, targetBoxes, targetWeight, fgMask, targetGtIndex = self.assign(
+            predScores, predBoxesXyxy, anchorPoints, gtLabels, gtBoxesXyxy, gtMask)
+        targetScores = torch.zeros((B, A, nc), dtype=targetWeight.dtype, device=predScores.device)
+        fgImage, fgAnchor = fgMask.nonzero(as_tuple=True)
+        targetScores[fgImage, fgAnchor, targetLabels[fgImage, fgAnchor]] = targetWeight[fgImage, fgAnchor]
+        return targetLabels, targetBoxes, targetScores, fgMask, targetGtIndex
+
+    @torch.no_grad()
+    def assign(self, predScores, predBoxesXyxy, anchorPoints, gtLabels, gtBoxesXyxy, gtMask, inside=None, logits=False):
+        """forward() without the dense (B, A, nc) target: the same inputs (predBoxesXyxy is read only where an anchor
+        lies inside a gt), plus inside, the (B, M, A) bool of anchorsInside() if the caller has it, and logits: True
+        when predScores holds class logits (the sigmoid is then taken of the (gt, inside anchor) pairs only).
+        Returns targetLabels (B, A) long, targetBoxesXyxy (B, A, 4), targetWeight (B, A) float (the soft target of
+        the assigned class: the alignment metric normalised per gt so its best anchor gets that gt's best IoU; 0 for
+        background), fgMask (B, A) bool, targetGtIndex (B, A) long (0 for background).
+        """
+        B, A, _ = predScores.shape
         M = gtBoxesXyxy.shape[1]
+        device = predScores.device
         if M == 0:
-            return (torch.full((B, A), nc, dtype=torch.long, device=predScores.device), torch.zeros_like(predBoxesXyxy),
-                    torch.zeros_like(predScores), torch.zeros((B, A), dtype=torch.bool, device=predScores.device),
-                    torch.zeros((B, A), dtype=torch.long, device=predScores.device))
-        valid = gtMask.bool()  # (B, M, 1)
-        inside = self.anchorsInside(anchorPoints, gtBoxesXyxy, valid) & valid  # (B, M, A)
+            return (torch.full((B, A), self.nc, dtype=torch.long, device=device), torch.zeros_like(predBoxesXyxy),
+                    torch.zeros((B, A), dtype=torch.promote_types(predScores.dtype, predBoxesXyxy.dtype), device=device),
+                    torch.zeros((B, A), dtype=torch.bool, device=device), torch.zeros((B, A), dtype=torch.long, device=device))
+        if inside is None:
+            inside = self.anchorsInside(anchorPoints, gtBoxesXyxy, gtMask.bool())  # (B, M, A)
 
         # alignment metric and CIoU on (gt, anchor) pairs whose anchor lies inside the gt
         b, m, a = inside.nonzero(as_tuple=True)
         pairScores = predScores[b, a, gtLabels[b, m, 0].long()]
+        if logits:
+            pairScores = pairScores.sigmoid()
         pairIou = boxIou(gtBoxesXyxy[b, m], predBoxesXyxy[b, a], "ciou").clamp_(0)
-        overlaps = torch.zeros((B, M, A), dtype=predBoxesXyxy.dtype, device=predBoxesXyxy.device)
-        metric = torch.zeros((B, M, A), dtype=pairScores.dtype, device=predScores.device)
+        pairMetric = pairScores.pow(self.alpha) * pairIou.pow(self.beta)  # float32 with float32 boxes, even under AMP
+        overlaps = torch.zeros((B, M, A), dtype=pairIou.dtype, device=device)
+        metric = torch.zeros((B, M, A), dtype=pairMetric.dtype, device=device)
         overlaps[b, m, a] = pairIou
-        metric[b, m, a] = pairScores.pow(self.alpha) * pairIou.pow(self.beta)
+        metric[b, m, a] = pairMetric
 
-        # topk candidates per gt (padding rows select nothing)
+        # topk candidates per gt that lie inside it: the positive pairs (padding rows have no inside anchors)
         topkIndex = metric.topk(self.topk, dim=-1).indices  # (B, M, topk)
-        isTopk = torch.zeros_like(inside).scatter_(-1, topkIndex, True)
-        positive = isTopk & inside & valid  # (B, M, A)
+        pb, pm, pk = inside.gather(-1, topkIndex).nonzero(as_tuple=True)
+        pa = topkIndex[pb, pm, pk]  # (P,) positive pairs (pb, pm, pa)
 
-        # an anchor positive for several gts keeps the gt of highest overlap
-        multi = positive.sum(1, keepdim=True) > 1  # (B, 1, A)
-        best = torch.zeros_like(positive).scatter_(1, overlaps.argmax(1, keepdim=True), True)
-        positive = torch.where(multi, best, positive)
-        fgMask, targetGtIndex = positive.max(1)  # (B, A)
+        # an anchor positive for several gts keeps the gt it overlaps most (over all gts; first on a tie)
+        anchorKey = pb * A + pa
+        claims = torch.bincount(anchorKey, minlength=B * A)  # (B*A,)
+        single = claims[anchorKey] == 1
+        multiKey = torch.nonzero(claims > 1)[:, 0]  # (K,) anchors claimed several times
+        multiImage, multiAnchor = multiKey // A, multiKey % A
+        multiGt = overlaps[multiImage, :, multiAnchor].argmax(1)  # (K,)
+        pb = torch.cat((pb[single], multiImage))
+        pm = torch.cat((pm[single], multiGt))
+        pa = torch.cat((pa[single], multiAnchor))  # now one pair per foreground anchor
 
-        flatIndex = targetGtIndex + torch.arange(B, device=gtLabels.device)[:, None] * M  # (B, A)
+        fgMask = torch.zeros((B, A), dtype=torch.bool, device=device)
+        fgMask[pb, pa] = True
+        targetGtIndex = torch.zeros((B, A), dtype=torch.long, device=device)
+        targetGtIndex[pb, pa] = pm
+        flatIndex = targetGtIndex + torch.arange(B, device=device)[:, None] * M  # (B, A)
         targetLabels = gtLabels.long().flatten()[flatIndex].clamp_(0)  # (B, A)
         targetBoxes = gtBoxesXyxy.reshape(-1, 4)[flatIndex]  # (B, A, 4)
-        targetScores = torch.zeros((B, A, nc), dtype=predScores.dtype, device=predScores.device)
-        targetScores.scatter_(2, targetLabels.unsqueeze(-1), 1.0)
-        targetScores *= fgMask.unsqueeze(-1)
 
         # soft targets: metric normalised per gt so its best anchor gets that gt's best IoU
-        metric = metric * positive
-        overlaps = overlaps * positive
-        normMetric = metric * overlaps.amax(-1, keepdim=True) / (metric.amax(-1, keepdim=True) + EPS)
-        targetScores = targetScores * normMetric.amax(1).unsqueeze(-1)  # (B, A, nc)
-        return targetLabels, targetBoxes, targetScores, fgMask, targetGtIndex
+        pairMetric, pairOverlap = metric[pb, pm, pa], overlaps[pb, pm, pa]
+        gtKey = pb * M + pm
+        gtMaxMetric = metric.new_zeros(B * M).scatter_reduce_(0, gtKey, pairMetric, "amax")
+        gtMaxOverlap = overlaps.new_zeros(B * M).scatter_reduce_(0, gtKey, pairOverlap, "amax")
+        targetWeight = torch.zeros((B, A), dtype=metric.dtype, device=device)
+        targetWeight[pb, pa] = pairMetric * gtMaxOverlap[gtKey] / (gtMaxMetric[gtKey] + EPS)
+        return targetLabels, targetBoxes, targetWeight, fgMask, targetGtIndex
 
     def anchorsInside(self, anchorPoints, gtBoxesXyxy, valid):
-        """(A, 2) anchor centres, (B, M, 4) boxes, (B, M, 1) valid -> (B, M, A) bool: centre strictly inside the box
-        (sides below minCandidateSize widened to it about the centre)."""
+        """(A, 2) anchor centres, (B, M, 4) boxes, (B, M, 1) valid -> (B, M, A) bool: True where the box is valid and
+        the anchor centre lies strictly inside it (sides below minCandidateSize widened to it about the centre)."""
         centre = (gtBoxesXyxy[..., :2] + gtBoxesXyxy[..., 2:]) / 2
         size = gtBoxesXyxy[..., 2:] - gtBoxesXyxy[..., :2]
         size = torch.where((size < self.minCandidateSize) & valid, torch.full_like(size, self.minCandidateSize), size)
-        lt = (centre - size / 2).unsqueeze(2)  # (B, M, 1, 2)
-        rb = (centre + size / 2).unsqueeze(2)
-        deltas = torch.cat((anchorPoints - lt, rb - anchorPoints), -1)  # (B, M, A, 4)
-        return deltas.amin(-1) > EPS
+        lt, rb = centre - size / 2, centre + size / 2  # (B, M, 2)
+        x, y = anchorPoints[:, 0], anchorPoints[:, 1]  # (A,)
+        inside = (x - lt[..., 0:1]) > EPS  # (B, M, A)
+        inside &= (y - lt[..., 1:2]) > EPS
+        inside &= (rb[..., 0:1] - x) > EPS
+        inside &= (rb[..., 1:2] - y) > EPS
+        return inside & valid

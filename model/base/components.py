@@ -13,7 +13,7 @@ class Conv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cIn, cOut, k, s, k // 2, bias=False)
         self.bn = nn.BatchNorm2d(cOut, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.act = nn.SiLU(inplace=True) if act else nn.Identity()
+        self.act = nn.SiLU() if act else nn.Identity()  # not in place: autograd would copy the input to keep it
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))

@@ -1,0 +1,173 @@
+"""Helpers shared by the speed benchmarks (bench/*.py); the library never imports this.
+
+Every benchmark measures Mars and its reference in the same process, with the same torch thread count, alternating
+the two (ABBA order per round) after a warm-up, and reports medians and the ratio. It prints the machine's load so a
+reader can tell a measurement taken on a busy CPU.
+"""
+import argparse
+import contextlib
+import io
+import logging
+import os
+import statistics
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT_DIR)
+
+import torch  # noqa: E402
+
+DEFAULT_THREADS = torch.get_num_threads()  # before Ultralytics' import sets OMP_NUM_THREADS=1 for later pools
+
+
+def baseParser(doc, repeats, warmup):
+    """argparse parser with the options every benchmark takes: -root, --threads, --repeats, --warmup."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
+                        help="run root outside the code folder; demo data goes to ROOT/demo-data (default: $MARS_ROOT "
+                             "or ~/mars-runs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both sides (0 = torch's "
+                                                                "default, {} here)".format(DEFAULT_THREADS))
+    parser.add_argument("--repeats", type=int, default=repeats, help="measured rounds per side (median reported)")
+    parser.add_argument("--warmup", type=int, default=warmup, help="unmeasured rounds per side first")
+    return parser
+
+
+def setup(args, title):
+    """Thread count, quiet Ultralytics, and a header line with the machine's state."""
+    quietly(__import__, "ultralytics")  # its import sets OMP_NUM_THREADS; the thread count is set after it
+    logging.getLogger("ultralytics").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads or DEFAULT_THREADS)
+    print("{} | torch {} | {} threads | {}".format(title, torch.__version__, torch.get_num_threads(), machineLoad()))
+
+
+def machineLoad():
+    """'load 1/5/15 min a b c, busy: pid name %cpu ...' (other processes above 20% CPU), for the record."""
+    load = "load {:.2f} {:.2f} {:.2f} on {} cores".format(*os.getloadavg(), os.cpu_count())
+    busy = []
+    try:
+        import subprocess
+        out = subprocess.run(["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True, timeout=5).stdout
+        for line in out.splitlines()[1:6]:
+            pid, cpu, name = line.split(None, 2)
+            if float(cpu) >= 20 and int(pid) != os.getpid():
+                busy.append("{}({}%)".format(name, cpu))
+    except (OSError, ValueError):
+        pass
+    return load + (", busy: " + " ".join(busy) if busy else "")
+
+
+def quietly(fn, *a, **k):
+    """fn(*a, **k) with stdout swallowed (pycocotools and Ultralytics print progress)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*a, **k)
+
+
+def alternate(fns, repeats, warmup):
+    """Run each callable of fns warmup times, then repeats rounds in ABBA order (A B, B A, ...).
+
+    Returns (wall, cpu): per callable, the measured wall-clock seconds and this process's CPU seconds (repeats each).
+    CPU time hardly moves when other jobs share the cores and torch runs one thread, so it is the steadier figure
+    on a busy machine; it misses work done in other processes (data loader workers). A callable may return its own
+    wall-clock duration in seconds (a float) to exclude setup it does inside.
+    """
+    def timed(fn):
+        wallStart, cpuStart = time.perf_counter(), time.process_time()
+        result = fn()
+        wall, cpu = time.perf_counter() - wallStart, time.process_time() - cpuStart
+        return (result if isinstance(result, float) else wall), cpu
+
+    for _ in range(warmup):
+        for fn in fns:
+            timed(fn)
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            w, c = timed(fns[i])
+            wall[i].append(w)
+            cpu[i].append(c)
+    return wall, cpu
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def printTable(title, rows, unit, higherIsBetter):
+    """rows: [(label, ours, reference)] medians -> table with the ratio; ratio > 1 means Mars is better."""
+    print()
+    print(title)
+    print("{:<34}{:>14}{:>14}{:>9}".format("", "Mars", "reference", "ratio"))
+    for label, ours, ref in rows:
+        ratio = ours / ref if higherIsBetter else ref / ours
+        print("{:<34}{:>14}{:>14}{:>8.2f}x".format(label, fmt(ours, unit), fmt(ref, unit), ratio))
+    print("ratio = {} (> 1: Mars faster)".format("Mars / reference" if higherIsBetter else "reference time / Mars time"))
+
+
+def fmt(value, unit):
+    if unit == "ms":
+        return "{:.2f} ms".format(value * 1000)
+    return "{:.1f} {}".format(value, unit)
+
+
+def modelConfig(nc, inputShape, phase="nano"):
+    """A finalized ModelConfig for building a model and a loss only (no data, no run root)."""
+    from config.mconfig import ModelConfig
+    mcfg = ModelConfig()
+    mcfg.phase, mcfg.nc, mcfg.inputShape, mcfg.device = phase, nc, tuple(inputShape), "cpu"
+    return mcfg.finalize()
+
+
+def demoConfig(root, inputShape, batchSize, dcore=0, **fields):
+    """A finalized demo.nano config on the built-in demo data under root/demo-data (generated on first use)."""
+    from factory.configfactory import makeConfig
+    mcfg = quietly(makeConfig, "demo.nano", root, "bench")
+    mcfg.inputShape, mcfg.batchSize, mcfg.dcore = tuple(inputShape), batchSize, dcore
+    mcfg.epochValidation = False
+    for knob, value in fields.items():
+        setattr(mcfg, knob, value)
+    return mcfg.finalize()
+
+
+def writeYoloCopy(mcfg, splitName, folder):
+    """YOLO-format copy of a VOC split for Ultralytics: folder/images/<stem>.jpg (symlinks) and folder/labels/<stem>.txt
+    (class cx cy w h, normalised). Returns the images folder."""
+    from dl.vocdataset import readSplitFile
+    classIndex = {name: i for i, name in enumerate(mcfg.classList)}
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "labels"), exist_ok=True)
+    for stem in readSplitFile(mcfg.subsetMap[splitName]):
+        root = ET.parse(os.path.join(mcfg.annotationDir, stem + ".xml")).getroot()
+        width, height = float(root.find("size/width").text), float(root.find("size/height").text)
+        lines = []
+        for obj in root.iter("object"):
+            box = obj.find("bndbox")
+            x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            lines.append("{} {:.6f} {:.6f} {:.6f} {:.6f}".format(classIndex[obj.find("name").text], (x0 + x1) / 2 / width,
+                                                                 (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height))
+        os.symlink(os.path.join(mcfg.imageDir, stem + mcfg.suffix), os.path.join(folder, "images", stem + mcfg.suffix))
+        with open(os.path.join(folder, "labels", stem + ".txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return os.path.join(folder, "images")
+
+
+def referenceModel(nc):
+    """Ultralytics' YOLOv8n DetectionModel with default hyperparameters (model.args) attached."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+    model = quietly(DetectionModel, "yolov8n.yaml", nc=nc, verbose=False)
+    model.args = get_cfg()
+    return model
+
+
+def marsTargetsToReference(targets):
+    """Mars collate targets (N, 6) (imageIndex, classIndex, x0, y0, x1, y1 normalised) -> Ultralytics batch entries
+    batch_idx (N,), cls (N, 1), bboxes (N, 4) normalised xywh."""
+    xyxy = targets[:, 2:6]
+    xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
+    return {"batch_idx": targets[:, 0], "cls": targets[:, 1:2], "bboxes": xywh}

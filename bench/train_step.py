@@ -1,0 +1,116 @@
+"""Training throughput of a full step, Mars against Ultralytics' YOLOv8n, on the same batches.
+
+    python bench/train_step.py [--sizes 320,640] [--batch 16] [--repeats 4] [--warmup 1] [--threads 0]
+
+The batches come from Mars' data loader over the built-in demo data (augmented training samples, generated under
+ROOT/demo-data on first use); they are drawn before the timing, so both sides step on identical images and boxes and
+the data pipeline (bench/dataloader.py measures it) does not blur the figure. A step, timed from a uint8 batch in
+memory to the end of the optimizer step, is for
+    Mars:        BaseTrainer.trainStep (lr schedule, uint8 -> float, forward, DetectionLoss, finiteness check,
+                 backward, gradient clipping, SGD step, EMA update) of a demo.nano trainer;
+    Ultralytics: what its trainer does per batch: preprocess_batch (uint8 -> float), model.loss (forward +
+                 v8DetectionLoss), loss.sum().backward(), optimizer_step (unscale, clip to 10, step, zero_grad,
+                 ModelEMA update), with the SGD optimizer (3 groups, nesterov, momentum 0.937, lr 0.01, weight decay
+                 5e-4 * batch / 64) that BaseTrainer.build_optimizer makes. Ultralytics accumulates gradients up to 64
+                 images by default; here it steps every batch, as Mars does.
+Both models are nano, 20 classes, fp32, train mode. Figures are images/s (median over --repeats steps per side,
+alternating). Target: Mars >= 1.0x at both sizes.
+"""
+import copy
+
+import torch
+
+from benchutil import (alternate, baseParser, demoConfig, marsTargetsToReference, median, printTable,  # noqa: I100
+                       referenceModel, setup)
+
+
+def marsStepper(mcfg):
+    """A Mars trainer's trainStep as a function of (images, targets)."""
+    from factory.modelfactory import makeModel
+    from factory.trainerfactory import makeTrainer
+    trainer = makeTrainer(mcfg, makeModel(mcfg))
+    trainer.model.unfreezeBackbone()
+    if hasattr(trainer, "wrapModel"):  # builds the forward callable (DDP / compile wrappers) as runEpoch does
+        trainer.wrapModel(False)
+    trainer.model.train()
+    total = torch.zeros(3)
+    state = {"step": 0}
+
+    def step(images, targets):
+        trainer.trainStep(state["step"], images, targets, total)
+        state["step"] += 1
+    return step
+
+
+def referenceStepper(batchSize, nc):
+    """Ultralytics' per-batch training work (engine/trainer.py _do_train) as a function of (images, targets)."""
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.utils.torch_utils import ModelEMA
+    model = referenceModel(nc)
+    model.train()
+    args = model.args
+    optimizer = BaseTrainer.build_optimizer(None, model, name="SGD", lr=args.lr0, momentum=args.momentum,
+                                            decay=args.weight_decay * batchSize / args.nbs)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ema = ModelEMA(model)
+
+    def step(images, targets):
+        batch = {"img": images, **marsTargetsToReference(targets)}
+        batch["img"] = batch["img"].float() / 255  # DetectionTrainer.preprocess_batch on the CPU
+        loss, _ = model.loss(batch)
+        scaler.scale(loss.sum()).backward()
+        scaler.unscale_(optimizer)  # BaseTrainer.optimizer_step
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        ema.update(model)
+    return step
+
+
+def drawBatches(mcfg, count):
+    """count batches (images uint8 (B, 3, H, W), targets (N, 6)) from Mars' training data loader."""
+    from dl.vocdataset import makeDataLoader
+    batches = []
+    while len(batches) < count:
+        for images, targets, _ in makeDataLoader(copy.copy(mcfg), mcfg.trainSplitName, train=True):
+            batches.append((images, targets))
+            if len(batches) == count:
+                break
+    return batches
+
+
+def main(argv=None):
+    parser = baseParser(__doc__, repeats=4, warmup=1)
+    parser.add_argument("--sizes", default="320,640", help="input sizes, pixels, comma-separated")
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args(argv)
+    setup(args, "bench/train_step.py")
+    rows, cpuRows = [], []
+    for size in (int(s) for s in args.sizes.split(",")):
+        mcfg = demoConfig(args.root, (size, size), args.batch, dcore=0)
+        batches = drawBatches(mcfg, args.warmup + args.repeats)
+        print("{} px: {} batches of {}, {:.1f} boxes per image".format(
+            size, len(batches), args.batch, sum(len(t) for _, t in batches) / (len(batches) * args.batch)))
+        torch.manual_seed(0)
+        ours, reference = marsStepper(mcfg), referenceStepper(args.batch, mcfg.nc)
+        cursor = {"ours": 0, "reference": 0}
+
+        def run(name, stepFn):
+            images, targets = batches[cursor[name] % len(batches)]
+            cursor[name] += 1
+            stepFn(images, targets)
+
+        (o, r), (oCpu, rCpu) = alternate([lambda: run("ours", ours), lambda: run("reference", reference)],
+                                         args.repeats, args.warmup)
+        label = "{} px, batch {}".format(size, args.batch)
+        rows.append((label, args.batch / median(o), args.batch / median(r)))
+        cpuRows.append((label, args.batch / median(oCpu), args.batch / median(rCpu)))
+    printTable("training images/s of a full step, wall clock (median of {}; higher is better)".format(args.repeats),
+               rows, "img/s", higherIsBetter=True)
+    printTable("the same per second of process CPU time", cpuRows, "img/s", higherIsBetter=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""DetectionLoss and TaskAlignedAssigner beyond the random parity cases of test_parity.py: anchors claimed by several
+ground truths, metric ties, the compact assign() against the dense forward(), and half-precision head outputs."""
+import pytest
+import torch
+
+from misc.bbox import makeAnchors
+from model.base.yolomodel import YoloModel
+from tests.conftest import makeConfig
+from train.loss import DetectionLoss
+from train.tal import TaskAlignedAssigner
+
+
+def crowdedCase():
+    """2 images at 128 x 128: overlapping and duplicated boxes (anchors claimed by several gts), predictions far away
+    from some boxes (CIoU clamped to 0: metric ties) and zero scores; image 1 has padding rows."""
+    g = torch.Generator().manual_seed(7)
+    points, strides = makeAnchors([(16, 16), (8, 8), (4, 4)], [8, 16, 32])
+    anchors = points * strides  # (A, 2) pixels
+    B, A, nc, M = 2, anchors.shape[0], 4, 6
+    predLogits = torch.randn(B, A, nc, generator=g) * 3
+    predLogits[:, ::7] = -200.0  # score 0
+    centre = anchors.unsqueeze(0) + torch.randn(B, A, 2, generator=g) * 6
+    wh = torch.rand(B, A, 2, generator=g) * 30 + 4
+    predBoxes = torch.cat([centre - wh / 2, centre + wh / 2], -1)
+    predBoxes[:, ::5] += 200.0  # far away: CIoU <= 0 for every gt
+    gtBoxes = torch.tensor([[[10, 10, 60, 60], [10, 10, 60, 60], [30, 20, 90, 70], [40, 40, 44, 46], [0, 0, 128, 128],
+                             [20, 70, 100, 120]],
+                            [[5, 5, 50, 40], [20, 10, 70, 60], [60, 60, 66, 64], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]],
+                           dtype=torch.float32)
+    gtLabels = torch.tensor([[0, 1, 2, 3, 0, 1], [2, 2, 3, 0, 0, 0]], dtype=torch.float32).unsqueeze(-1)
+    gtMask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]], dtype=torch.float32).unsqueeze(-1)
+    assert gtBoxes.shape[1] == M
+    return predLogits, predBoxes, anchors, gtLabels, gtBoxes, gtMask, nc
+
+
+def test_assigner_crowded_case_equals_reference():
+    pytest.importorskip("ultralytics")
+    from ultralytics.utils.tal import TaskAlignedAssigner as RefAssigner
+    predLogits, predBoxes, anchors, gtLabels, gtBoxes, gtMask, nc = crowdedCase()
+    predScores = predLogits.sigmoid()
+    ours = TaskAlignedAssigner(topk=10, nc=nc, alpha=0.5, beta=6.0, minCandidateSize=16)
+    ref = RefAssigner(topk=10, num_classes=nc, alpha=0.5, beta=6.0, stride=[8, 16, 32])
+    ref.bs, ref.n_max_boxes = gtBoxes.shape[:2]
+    refMaskPos = ref.get_pos_mask(predScores, predBoxes, gtLabels, gtBoxes, anchors, gtMask)[0]
+    assert (refMaskPos.sum(1) > 1).any()  # the case has anchors claimed by several gts
+    oLabels, oBoxes, oScores, oFg, oIdx = ours(predScores, predBoxes, anchors, gtLabels, gtBoxes, gtMask)
+    rLabels, rBoxes, rScores, rFg, rIdx = ref(predScores, predBoxes, anchors, gtLabels, gtBoxes, gtMask)
+    assert torch.equal(oFg, rFg) and oFg.any()
+    assert torch.equal(oIdx[oFg], rIdx[rFg])
+    assert torch.equal(oLabels[oFg], rLabels[rFg])
+    torch.testing.assert_close(oBoxes, rBoxes)
+    torch.testing.assert_close(oScores, rScores.float(), rtol=1e-5, atol=1e-7)
+
+
+def test_assign_is_forward_without_the_dense_target():
+    predLogits, predBoxes, anchors, gtLabels, gtBoxes, gtMask, nc = crowdedCase()
+    predScores = predLogits.sigmoid()
+    assigner = TaskAlignedAssigner(topk=10, nc=nc, alpha=0.5, beta=6.0, minCandidateSize=16)
+    labels, boxes, scores, fg, index = assigner(predScores, predBoxes, anchors, gtLabels, gtBoxes, gtMask)
+    inside = assigner.anchorsInside(anchors, gtBoxes, gtMask.bool())
+    for kwargs, scoresIn in (({}, predScores), ({"inside": inside}, predScores), ({"logits": True}, predLogits)):
+        cLabels, cBoxes, weight, cFg, cIndex = assigner.assign(scoresIn, predBoxes, anchors, gtLabels, gtBoxes, gtMask,
+                                                               **kwargs)
+        assert torch.equal(cFg, fg) and torch.equal(cIndex, index) and torch.equal(cLabels, labels)
+        assert torch.equal(cBoxes, boxes)
+        torch.testing.assert_close(weight, scores.sum(-1), rtol=1e-5, atol=1e-7)
+        assert (scores > 0).sum(-1).le(1).all() and (weight[~fg] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_loss_of_half_precision_outputs(dtype):
+    """Head outputs in bf16 / fp16 (as under CUDA autocast): a finite float32 loss close to the float32 one."""
+    mcfg = makeConfig("nano", nc=5, inputShape=(128, 128))
+    lossFn = DetectionLoss(mcfg, YoloModel(mcfg))
+    g = torch.Generator().manual_seed(3)
+    preds = [torch.randn(2, 64 + 5, 128 // s, 128 // s, generator=g) * 4 for s in (8, 16, 32)]
+    targets = torch.tensor([[0, 1, 0.1, 0.1, 0.5, 0.6], [0, 3, 0.4, 0.3, 0.9, 0.7], [1, 0, 0.2, 0.5, 0.4, 0.9]])
+    lossFn(preds, targets)
+    expected = lossFn.parts.clone()
+    half = [p.to(dtype).requires_grad_() for p in preds]
+    loss = lossFn(half, targets)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(lossFn.parts, expected, rtol=0.05, atol=0.01)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in half)
