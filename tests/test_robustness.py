@@ -210,3 +210,11 @@ def test_non_finite_loss_is_skipped_then_stops(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if v.is_floating_point()
                and "running" not in k)  # no optimizer step was taken
     assert not os.path.exists(os.path.join(mcfg.cacheDir(), "last_epoch_weights.pth"))
+
+
+def test_run_root_inside_code_folder_warns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MARS_DATA", str(tmp_path / "nowhere"))  # stops at the data check: nothing is written
+    code = mars.main(["-cfg", "c1.nano.full.cpu", "-root", os.path.join(ROOT, "runs-inside"), "-train"])
+    captured = capsys.readouterr()
+    assert code == 2 and "inside the code folder" in captured.out + captured.err
+    assert not os.path.exists(os.path.join(ROOT, "runs-inside"))
