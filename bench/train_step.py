@@ -1,6 +1,6 @@
 """Training throughput of a full step, Mars against Ultralytics' YOLOv8n, on the same batches.
 
-    python bench/train_step.py [--sizes 320,640] [--batch 16] [--repeats 4] [--warmup 1] [--threads 0]
+    python bench/train_step.py [--sizes 320,640] [--batch 16] [--repeats 5] [--warmup 2] [--threads 0]
 
 The batches come from Mars' data loader over the built-in demo data (augmented training samples, generated under
 ROOT/demo-data on first use); they are drawn before the timing, so both sides step on identical images and boxes and
@@ -81,7 +81,7 @@ def drawBatches(mcfg, count):
 
 
 def main(argv=None):
-    parser = baseParser(__doc__, repeats=4, warmup=1)
+    parser = baseParser(__doc__, repeats=5, warmup=2)
     parser.add_argument("--sizes", default="320,640", help="input sizes, pixels, comma-separated")
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
