@@ -86,7 +86,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
     setup(args, "bench/train_step.py")
-    rows, cpuRows = [], []
+    rows, cpuRows, paired = [], [], []
     for size in (int(s) for s in args.sizes.split(",")):
         mcfg = demoConfig(args.root, (size, size), args.batch, dcore=0)
         batches = drawBatches(mcfg, args.warmup + args.repeats)
@@ -106,9 +106,14 @@ def main(argv=None):
         label = "{} px, batch {}".format(size, args.batch)
         rows.append((label, args.batch / median(o), args.batch / median(r)))
         cpuRows.append((label, args.batch / median(oCpu), args.batch / median(rCpu)))
+        paired.append((label, sorted(b / a for a, b in zip(o, r))))  # same batch, adjacent in time
     printTable("training images/s of a full step, wall clock (median of {}; higher is better)".format(args.repeats),
                rows, "img/s", higherIsBetter=True)
     printTable("the same per second of process CPU time", cpuRows, "img/s", higherIsBetter=True)
+    print()
+    print("per-round ratios (reference step time / Mars step time on the same batch; the spread shows the noise):")
+    for label, ratios in paired:
+        print("{:<34}median {:.2f}x, min {:.2f}x, max {:.2f}x".format(label, median(ratios), ratios[0], ratios[-1]))
     return 0
 
 
