@@ -2,9 +2,23 @@
 import logging
 import sys
 
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Info to the current sys.stdout, warnings and errors to the current sys.stderr (looked up per message, so a
+    redirected or captured stream is honoured)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    def emit(self, record):
+        self.stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        super().emit(record)
+
+
 _logger = logging.getLogger("mars")
 if not _logger.handlers:
-    _handler = logging.StreamHandler(sys.stdout)
+    _handler = _ConsoleHandler()
     _handler.setFormatter(logging.Formatter("%(message)s"))
     _logger.addHandler(_handler)
     _logger.setLevel(logging.INFO)
