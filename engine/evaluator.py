@@ -6,7 +6,7 @@ import torch
 from tqdm import tqdm
 
 from dl.vocdataset import imreadBgr, makeDataLoader
-from engine.trainer.base import toDevice
+from engine.trainer.base import imagesToDevice
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import writeConfusionMatrix, writeReport
 from inference.painter import paintImage
@@ -47,7 +47,7 @@ class Evaluator(object):
         loader = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
         allPreds, allGts = [], []
         for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
-            images, _ = toDevice(images, torch.zeros(0, 6), self.device)
+            images = imagesToDevice(images, self.device)
             preds, gts = detectionsToRows(predictor(images), metas), gtRows(metas)
             allPreds.append(preds)
             allGts.append(gts)

@@ -47,3 +47,13 @@ def allTrue(flags, device):
     value = torch.tensor([1 if f else 0 for f in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return [bool(v) for v in value.tolist()]
+
+
+def anyRank(flag):
+    """A 0-dim bool tensor -> True on every rank where it is True on any rank. An all_reduce queued on the device:
+    nothing is read on the host."""
+    if not isDistributed():
+        return flag
+    value = flag.to(torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value.bool()

@@ -105,8 +105,9 @@ def referenceLoss(ref, preds, targets, regMax=16):
     return torch.stack([parts["box_loss"], parts["cls_loss"], parts["dfl_loss"]]) / gains
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["candidates", "dense"])
 @pytest.mark.parametrize("case", ["random", "some-empty", "all-empty", "one-box"])
-def test_loss_parts_equal_reference(case):
+def test_loss_parts_equal_reference(case, dense):
     nc, B, size = 7, 4, 128
     ref = referenceModel("nano", nc)
     mcfg = makeConfig("nano", nc=nc, inputShape=(size, size))
@@ -115,7 +116,7 @@ def test_loss_parts_equal_reference(case):
     preds = [(torch.randn(B, 64 + nc, size // s, size // s) * 2).requires_grad_() for s in (8, 16, 32)]
     targets = {"random": randomTargets(B, nc), "some-empty": randomTargets(B, nc, emptyImages=(1, 3)),
                "all-empty": torch.zeros(0, 6), "one-box": torch.tensor([[2, 3, 0.2, 0.3, 0.6, 0.5]])}[case]
-    lossFn = DetectionLoss(mcfg, ours)
+    lossFn = DetectionLoss(mcfg, ours, dense=dense)
     loss = lossFn(preds, targets)
     expected = referenceLoss(ref, [p.detach() for p in preds], targets)
     assert torch.isfinite(loss)

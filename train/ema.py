@@ -15,12 +15,24 @@ class ModelEma(object):
         self.decay, self.tau, self.updates = decay, tau, updates
 
     @torch.no_grad()
-    def update(self, model):
+    def update(self, model, skipped=None):
+        """One averaging step towards model's current state.
+
+        skipped: optional 0-dim bool tensor on the model's device, True when the training step was skipped: the
+        average then stays as it is. It is applied on the device (weight 0), so nothing is read on the host."""
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        weight = 1 - d if skipped is None else (~skipped).float() * (1 - d)
         modelState = model.state_dict()
+        averaged, current, counters, counterValues = [], [], [], []
         for key, value in self.module.state_dict().items():
             if value.dtype.is_floating_point:
-                value.mul_(d).add_(modelState[key].detach(), alpha=1 - d)
+                averaged.append(value)
+                current.append(modelState[key].detach())
             else:
-                value.copy_(modelState[key])
+                counters.append(value)
+                counterValues.append(modelState[key])
+        step = torch._foreach_sub(current, averaged)  # ema += weight * (model - ema), three fused list operations
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(averaged, step)
+        torch._foreach_copy_(counters, counterValues)

@@ -39,26 +39,36 @@ class DetectionLoss(object):
     After each call, self.parts holds the unweighted (box, cls, dfl) losses as a detached (3,) tensor.
     """
 
-    def __init__(self, mcfg, model):
+    def __init__(self, mcfg, model, dense=None):
         self.nc, self.regMax, self.strides = model.nc, model.regMax, model.strides
+        self.dense = dense  # None: dense on accelerators, candidate anchors on the CPU (see computeParts)
         self.lossWeights = tuple(mcfg.lossWeights)
         self.assigner = TaskAlignedAssigner(topk=mcfg.talTopk, nc=self.nc, alpha=0.5, beta=6.0,
                                             minCandidateSize=float(self.strides[1]))
         self.parts = torch.zeros(3)
-        self.anchorCache = {}
+        self.cache = {}
+
+    def cached(self, key, make):
+        """Small constant tensors made once per device (a copy from host memory would wait for the device)."""
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
 
     def anchors(self, preds):
         """Anchor points (A, 2) in stride units and strides (A, 1), cached per feature-map size."""
         shapes = tuple(p.shape[2:] for p in preds)
-        key = (shapes, preds[0].device, preds[0].dtype)
-        if key not in self.anchorCache:
-            self.anchorCache[key] = makeAnchors(shapes, self.strides, preds[0].device, preds[0].dtype)
-        return self.anchorCache[key]
+        return self.cached(("anchors", shapes, preds[0].device, preds[0].dtype),
+                           lambda: makeAnchors(shapes, self.strides, preds[0].device, preds[0].dtype))
+
+    def proj(self, device):
+        """(regMax,) bin indexes 0 .. regMax-1, the DFL expectation's weights."""
+        return self.cached(("proj", device), lambda: torch.arange(self.regMax, device=device, dtype=torch.float32))
 
     def __call__(self, preds, targets):
         parts = self.computeParts(preds, targets)
         self.parts = parts.detach()
-        return (parts * parts.new_tensor(self.lossWeights)).sum() * preds[0].shape[0]
+        weights = self.cached(("weights", parts.device), lambda: torch.tensor(self.lossWeights, device=parts.device))
+        return (parts * weights).sum() * preds[0].shape[0]
 
     def flatten(self, preds):
         """list of (B, 4*regMax + nc, Hi, Wi) -> predDist (B, A, 4*regMax), predLogits (B, A, nc)."""
@@ -82,26 +92,42 @@ class DetectionLoss(object):
             start += level.shape[2]
         return torch.cat(images), torch.cat(anchors), torch.cat(rows)
 
+    def paddedTargets(self, preds, targets):
+        """targets (N, 6) -> gtLabels (B, M, 1), gtBoxes (B, M, 4) pixels, gtMask (B, M, 1) on the device of preds.
+        Padded where the targets are (the loader's CPU tensors: sizing M reads no device), then copied."""
+        imageShape = (preds[0].shape[2] * self.strides[0], preds[0].shape[3] * self.strides[0])
+        padded = targetsToPadded(targets.float(), preds[0].shape[0], imageShape)
+        device = preds[0].device
+        if device.type == "cuda" and not padded[0].is_cuda:
+            padded = [t.pin_memory() for t in padded]  # a copy from pageable memory would wait for the device
+        return [t.to(device, non_blocking=True) for t in padded]
+
     def computeParts(self, preds, targets):
         """Unweighted (box CIoU, class BCE, DFL) losses as a (3,) tensor with gradients.
 
-        Only the class loss needs every anchor. Boxes are decoded only for candidate anchors (inside some gt box), the
-        only ones the assigner and the box losses read; the box and DFL losses run on the foreground anchors.
+        Two exact equivalents (tests/test_loss.py): on the CPU, only candidate anchors (inside some gt box) are decoded,
+        assigned and scored, which is what makes the CPU step fast, but sizing them reads tensors on the host. On an
+        accelerator, computePartsDense() keeps every tensor at a fixed size, so the step never waits for the device.
         """
+        dense = self.dense if self.dense is not None else preds[0].device.type != "cpu"
+        return self.computePartsDense(preds, targets) if dense else self.computePartsCandidates(preds, targets)
+
+    def computePartsCandidates(self, preds, targets):
+        """computeParts() on candidate anchors. Only the class loss needs every anchor. Boxes are decoded only for
+        candidate anchors, the only ones the assigner and the box losses read; the box and DFL losses run on the
+        foreground anchors."""
         B = preds[0].shape[0]
         R = 4 * self.regMax  # box channels, then nc class channels
         levels = [p.flatten(2) for p in preds]  # (B, 4*regMax + nc, Hi*Wi) views
         anchorPoints, strideTensor = self.anchors(preds)  # (A, 2) stride units, (A, 1)
         A = anchorPoints.shape[0]
-        imageShape = (preds[0].shape[2] * self.strides[0], preds[0].shape[3] * self.strides[0])
         device = preds[0].device
-        gtLabels, gtBoxes, gtMask = targetsToPadded(targets.to(device).float(), B, imageShape)
+        gtLabels, gtBoxes, gtMask = self.paddedTargets(preds, targets)
         anchorPixels = anchorPoints * strideTensor  # (A, 2) input pixels
         inside = self.assigner.anchorsInside(anchorPixels, gtBoxes, gtMask.bool())  # (B, M, A)
 
         candImage, candAnchor, candRows = self.candidateRows(levels, inside.any(1))  # (K,), (K,), (K, R + nc)
-        proj = torch.arange(self.regMax, device=device, dtype=torch.float32)
-        candBoxes = distToBox(dflDecode(candRows[:, :R], proj), anchorPoints[candAnchor])  # (K, 4) stride units
+        candBoxes = distToBox(dflDecode(candRows[:, :R], self.proj(device)), anchorPoints[candAnchor])  # (K, 4) stride units
         predBoxesPixels = torch.zeros((B, A, 4), dtype=gtBoxes.dtype, device=device)  # read only at candidates
         predBoxesPixels[candImage, candAnchor] = (candBoxes.detach() * strideTensor[candAnchor]).type(gtBoxes.dtype)
         predLogits = torch.cat([level[:, R:].detach() for level in levels], 2).transpose(1, 2)  # (B, A, nc)
@@ -127,6 +153,30 @@ class DetectionLoss(object):
         targetDist = boxToDist(targetBoxes, anchorPoints[fgAnchor], self.regMax - 1)  # (F, 4) bins
         dfl = self.dflLoss(candRows[fgRow, :R].reshape(-1, self.regMax), targetDist) * weight
         dflLoss = dfl.sum() / targetScoresSum
+        return torch.stack((boxLoss, clsLoss, dflLoss))
+
+    def computePartsDense(self, preds, targets):
+        """computeParts() on every anchor with fixed-size tensors (nothing read on the host)."""
+        predDist, predLogits = self.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
+        anchorPoints, strideTensor = self.anchors(preds)  # (A, 2) stride units, (A, 1)
+        gtLabels, gtBoxes, gtMask = self.paddedTargets(preds, targets)
+        predBoxes = distToBox(dflDecode(predDist, self.proj(predDist.device)), anchorPoints)  # (B, A, 4) stride units
+        targetLabels, targetBoxes, targetWeight, fgMask, _ = self.assigner.assignDense(
+            predLogits.detach(), (predBoxes.detach() * strideTensor).type(gtBoxes.dtype), anchorPoints * strideTensor,
+            gtLabels, gtBoxes, gtMask, logits=True)
+        weight = targetWeight.float()  # (B, A): soft class target of the foreground, 0 for background
+        targetScoresSum = weight.sum().clamp(min=1)
+
+        fgLogits = predLogits.gather(-1, targetLabels.clamp(max=self.nc - 1)[..., None])[..., 0]  # (B, A)
+        clsLoss = (F.softplus(predLogits).sum(dtype=torch.float32) - (fgLogits * weight).sum()) / targetScoresSum
+
+        # background anchors get their own prediction as a stand-in target: finite everywhere, and weight 0
+        targetBoxes = torch.where(fgMask[..., None], targetBoxes / strideTensor, predBoxes.detach())  # (B, A, 4)
+        iou = boxIou(predBoxes, targetBoxes, "ciou")  # (B, A)
+        boxLoss = ((1.0 - iou) * weight).sum() / targetScoresSum
+        targetDist = boxToDist(targetBoxes, anchorPoints, self.regMax - 1)  # (B, A, 4) bins
+        dfl = self.dflLoss(predDist.reshape(-1, self.regMax), targetDist.reshape(-1, 4))  # (B*A, 1)
+        dflLoss = (dfl[:, 0] * weight.flatten()).sum() / targetScoresSum
         return torch.stack((boxLoss, clsLoss, dflLoss))
 
     def dflLoss(self, predDist, targetDist):

@@ -20,12 +20,19 @@ def parameterGroups(model):
 def makeOptimizer(mcfg, model, totalBatchSize=None):
     """SGD (nesterov) or AdamW over the three groups; weight decay is mcfg.optimizerWeightDecay per 64 images,
     scaled to the images of one step (mcfg.batchSize x ranks) because the loss is summed over the batch.
-    Every group records its 'kind'."""
+    Every group records its 'kind'. Fused: one kernel per step, and it skips the update on the device when the trainer
+    sets optimizer.found_inf (a non-finite step) -- see engine/trainer/base.py."""
     convWeights, normWeights, biases = parameterGroups(model)
     decay = mcfg.optimizerWeightDecay * (totalBatchSize or mcfg.batchSize) / 64
     groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),
               dict(params=normWeights, weight_decay=0.0, kind="norm"),
               dict(params=biases, weight_decay=0.0, kind="bias")]
     if mcfg.optimizerType.upper() == "SGD":
-        return torch.optim.SGD(groups, lr=mcfg.baseLearningRate, momentum=mcfg.optimizerMomentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=mcfg.baseLearningRate, betas=(mcfg.optimizerMomentum, 0.999))
+        optimizer = torch.optim.SGD(groups, lr=mcfg.baseLearningRate, momentum=mcfg.optimizerMomentum, nesterov=True,
+                                    fused=True)
+        for param in convWeights + normWeights + biases:
+            # zero momentum gives the same first step as SGD's lazy start (buffer = gradient), and it stays defined
+            # when that first step is skipped (the fused kernel leaves a lazily made buffer uninitialised then)
+            optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
+        return optimizer
+    return torch.optim.AdamW(groups, lr=mcfg.baseLearningRate, betas=(mcfg.optimizerMomentum, 0.999), fused=True)

@@ -53,9 +53,7 @@ class TaskAlignedAssigner(nn.Module):
         M = gtBoxesXyxy.shape[1]
         device = predScores.device
         if M == 0:
-            return (torch.full((B, A), self.nc, dtype=torch.long, device=device), torch.zeros_like(predBoxesXyxy),
-                    torch.zeros((B, A), dtype=torch.promote_types(predScores.dtype, predBoxesXyxy.dtype), device=device),
-                    torch.zeros((B, A), dtype=torch.bool, device=device), torch.zeros((B, A), dtype=torch.long, device=device))
+            return self.noTargets(predScores, predBoxesXyxy)
         if inside is None:
             inside = self.anchorsInside(anchorPoints, gtBoxesXyxy, gtMask.bool())  # (B, M, A)
 
@@ -103,6 +101,56 @@ class TaskAlignedAssigner(nn.Module):
         targetWeight = torch.zeros((B, A), dtype=metric.dtype, device=device)
         targetWeight[pb, pa] = pairMetric * gtMaxOverlap[gtKey] / (gtMaxMetric[gtKey] + EPS)
         return targetLabels, targetBoxes, targetWeight, fgMask, targetGtIndex
+
+    @torch.no_grad()
+    def assignDense(self, predScores, predBoxesXyxy, anchorPoints, gtLabels, gtBoxesXyxy, gtMask, inside=None,
+                    logits=False):
+        """assign() on fixed-size (B, M, A) tensors from start to end: no tensor's size depends on the data (no nonzero,
+        no bincount), so on a GPU the host never waits for the device. Same arguments and results as assign(); it
+        computes the metric for every (gt, anchor) pair, which a GPU does cheaply and a CPU does not.
+        """
+        B, A, _ = predScores.shape
+        M = gtBoxesXyxy.shape[1]
+        if M == 0:
+            return self.noTargets(predScores, predBoxesXyxy)
+        if inside is None:
+            inside = self.anchorsInside(anchorPoints, gtBoxesXyxy, gtMask.bool())  # (B, M, A)
+        labels = gtLabels.long().clamp(0, self.nc - 1)[..., 0]  # (B, M) (padding rows read class 0, masked below)
+        scores = predScores.transpose(1, 2).gather(1, labels[..., None].expand(B, M, A))  # (B, M, A)
+        if logits:
+            scores = scores.sigmoid()
+        iou = boxIou(gtBoxesXyxy[:, :, None], predBoxesXyxy[:, None], "ciou").clamp_(0)  # (B, M, A)
+        overlaps = torch.where(inside, iou, torch.zeros_like(iou))
+        metric = scores.pow(self.alpha) * iou.pow(self.beta)
+        metric = torch.where(inside, metric, torch.zeros_like(metric))
+
+        # topk per gt among its inside anchors; an anchor claimed by several gts keeps the one it overlaps most
+        topkIndex = metric.topk(self.topk, dim=-1).indices  # (B, M, topk)
+        positive = torch.zeros_like(inside).scatter_(-1, topkIndex, True) & inside  # (B, M, A)
+        bestGt = overlaps.argmax(1, keepdim=True)  # (B, 1, A) first on a tie
+        isBest = torch.arange(M, device=inside.device)[None, :, None] == bestGt  # (B, M, A)
+        positive = torch.where(positive.sum(1, keepdim=True) > 1, isBest, positive)  # one gt per foreground anchor
+
+        fgMask = positive.any(1)  # (B, A)
+        targetGtIndex = positive.byte().argmax(1)  # (B, A), 0 for background
+        flatIndex = targetGtIndex + torch.arange(B, device=inside.device)[:, None] * M  # (B, A)
+        targetLabels = gtLabels.long().flatten()[flatIndex].clamp_(0)  # (B, A)
+        targetBoxes = gtBoxesXyxy.reshape(-1, 4)[flatIndex]  # (B, A, 4)
+
+        # soft targets: metric normalised per gt so its best anchor gets that gt's best IoU
+        metric = torch.where(positive, metric, torch.zeros_like(metric))
+        gtMaxMetric = metric.amax(-1, keepdim=True)  # (B, M, 1)
+        gtMaxOverlap = torch.where(positive, overlaps, torch.zeros_like(overlaps)).amax(-1, keepdim=True)
+        targetWeight = (metric * gtMaxOverlap / (gtMaxMetric + EPS)).amax(1)  # (B, A): one non-zero per fg anchor
+        return targetLabels, targetBoxes, targetWeight, fgMask, targetGtIndex
+
+    def noTargets(self, predScores, predBoxesXyxy):
+        """assign()'s result when no image has a box: everything background."""
+        B, A, _ = predScores.shape
+        device = predScores.device
+        return (torch.full((B, A), self.nc, dtype=torch.long, device=device), torch.zeros_like(predBoxesXyxy),
+                torch.zeros((B, A), dtype=torch.promote_types(predScores.dtype, predBoxesXyxy.dtype), device=device),
+                torch.zeros((B, A), dtype=torch.bool, device=device), torch.zeros((B, A), dtype=torch.long, device=device))
 
     def anchorsInside(self, anchorPoints, gtBoxesXyxy, valid):
         """(A, 2) anchor centres, (B, M, 4) boxes, (B, M, 1) valid -> (B, M, A) bool: True where the box is valid and

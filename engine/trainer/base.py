@@ -1,7 +1,12 @@
 """The training loop: one plain loop from batch to optimizer.step(), with EMA, checkpoints, CSV and curves.
 
 Per epoch: freeze/unfreeze the backbone, seed the epoch's randomness; per batch: to device, autocast forward, loss,
-(scaled) backward, clip, step, EMA, progress bar; at epoch end: validate, checkpoint, results.csv, curves.png.
+(scaled) backward, clip, step, EMA; every LOG_EVERY steps: progress bar; at epoch end: validate, checkpoint,
+results.csv, curves.png.
+
+Inside a step the host never reads a value from the device (on a GPU such a read waits for every queued kernel):
+a step with a non-finite loss or gradient is skipped on the device (the fused optimizer's found_inf, EMA weight 0)
+and counted there; the counts and losses are read every LOG_EVERY steps.
 """
 import os
 import random
@@ -15,7 +20,7 @@ from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
 from engine.curves import writeCurves, writeHistoryCsv
-from misc.dist import allTrue, isMain, rank, worldSize
+from misc.dist import allTrue, anyRank, isMain, rank, worldSize
 from misc.log import log, warn
 from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
 from train.ema import ModelEma
@@ -35,12 +40,13 @@ class TrainingInterrupted(Exception):
         self.exitCode = 128 + signum
 
 
-def toDevice(images, targets, device, channelsLast=False):
-    """uint8 (B, 3, H, W) -> float (B, 3, H, W) in [0, 1] on device; targets (N, 6) to device."""
+def imagesToDevice(images, device, channelsLast=False):
+    """uint8 (B, 3, H, W) -> float (B, 3, H, W) in [0, 1] on device. (Targets stay where the loader put them: the
+    loss pads them on the host and copies them itself.)"""
     images = images.to(device, non_blocking=True)
     if channelsLast:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images.float().div_(255), targets.to(device, non_blocking=True)
+    return images.float().div_(255)
 
 
 def rngStates():
@@ -100,7 +106,9 @@ class BaseTrainer(object):
         self.cacheDir = mcfg.cacheDir()
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
         self.batchesDone, self.partialParts = 0, None  # position inside an interrupted epoch
-        self.nonFiniteSteps, self.stopSignal, self.lastCurves = 0, None, 0.0
+        self.stopSignal, self.lastCurves = None, 0.0
+        self.skips = torch.zeros(3, device=self.device)  # non-finite steps: in all, in a row now, longest run
+        self.skipsReported = 0
 
     # --- checkpoints -----------------------------------------------------
     def checkpoint(self, epochsDone, batchesDone=0, partialParts=None):
@@ -237,13 +245,10 @@ class BaseTrainer(object):
                     self.trainLoader.dataset.rng.bit_generator.state = self.resumeRng[1]
                 continue
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
-            if i % LOG_EVERY == 0 or i + 1 == numBatches:
-                mean = (total / (i + 1)).tolist()
-                distil = getattr(self.loss, "distilParts", None)  # distillation: (knowledge, response) of this step
-                bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f}{} lr={:.2e}{}".format(
-                    mean[0], mean[1], mean[2], "" if distil is None else " kd={:.3f} resp={:.3f}".format(*distil.tolist()),
-                    lr, " frozen" if frozen else ""))
-            if self.stopSignal is not None:
+            read = i % LOG_EVERY == 0 or i + 1 == numBatches
+            if read:
+                self.report(bar, total / (i + 1), lr, frozen, epoch * numBatches + i)
+            if self.stopRequested(read):
                 if self.isMain:
                     self.saveState(epoch, i + 1, total.tolist())
                 bar.close()
@@ -254,36 +259,59 @@ class BaseTrainer(object):
         return (total / max(1, numBatches)).tolist(), lr
 
     def trainStep(self, step, images, targets, total):
-        """One optimizer step; adds the unweighted loss parts to total (on the device). Returns the lr used."""
+        """One optimizer step; adds the unweighted loss parts to total (on the device). Returns the lr used.
+
+        Nothing is read on the host: if the loss or the gradient norm is not finite, the fused optimizer skips the
+        update (found_inf), the EMA stays put and self.skips counts it -- all decided on the device, and under torchrun
+        identically on every rank."""
         lr = self.schedule.apply(self.optimizer, step)
-        images, targets = toDevice(images, targets, self.device, self.channelsLast)
+        images = imagesToDevice(images, self.device, self.channelsLast)
         with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
             loss = self.loss(self.forward(images), targets) * self.worldSize  # DDP averages gradients over ranks
-        # one host read per step: a bad step must not reach the weights, and under torchrun every rank must agree
-        # on skipping it and on stopping after it (a signal may reach the ranks at different steps)
-        finite, running = allTrue([bool(torch.isfinite(loss)), self.stopSignal is None], self.device)
-        if not running:
-            self.stopSignal = self.stopSignal or signal.SIGTERM
-        if not finite:
-            self.skipNonFinite(step)
-            return lr
-        self.nonFiniteSteps = 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.ema.update(self.model)
-        total += self.loss.parts
+        gradNorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
+        badLoss = anyRank(~torch.isfinite(loss))
+        skipped = badLoss | anyRank(~torch.isfinite(gradNorm))  # fp16: the scaler's overflow steps are skipped too
+        self.optimizer.found_inf = skipped.float()
+        self.optimizer.step()
+        self.scaler.update()  # fp16: lowers the scale after an overflow
+        self.ema.update(self.model, skipped)
+        total += torch.where(skipped, torch.zeros_like(self.loss.parts), self.loss.parts)
+        # count non-finite losses (an fp16 overflow the scaler handles is not one): in all, in a row, longest run
+        counted = badLoss if self.scaler.is_enabled() else skipped
+        inRow = (self.skips[1] + 1) * counted
+        self.skips.copy_(torch.stack((self.skips[0] + counted, inRow, torch.maximum(self.skips[2], inRow))))
         return lr
 
-    def skipNonFinite(self, step):
-        self.nonFiniteSteps += 1
-        warn("non-finite loss at step {}: step skipped ({} in a row)".format(step, self.nonFiniteSteps))
-        if self.nonFiniteSteps >= self.mcfg.maxNonFiniteSteps:
+    def report(self, bar, meanParts, lr, frozen, step):
+        """The periodic host read: progress bar, and the non-finite steps counted since the last read."""
+        values = torch.cat((meanParts, self.skips)).tolist()
+        skipped, longest = int(values[3]), int(values[5])
+        if skipped > self.skipsReported:
+            warn("non-finite loss: {} step(s) skipped by step {} ({} in all, at most {} in a row)".format(
+                skipped - self.skipsReported, step, skipped, longest))
+            self.skipsReported = skipped
+        if longest >= self.mcfg.maxNonFiniteSteps:
             raise MarsError("{} non-finite losses in a row; lower mcfg.baseLearningRate or check the data "
-                            "(mcfg.maxNonFiniteSteps={})".format(self.nonFiniteSteps, self.mcfg.maxNonFiniteSteps))
+                            "(mcfg.maxNonFiniteSteps={})".format(longest, self.mcfg.maxNonFiniteSteps))
+        distil = getattr(self.loss, "distilParts", None)  # distillation: (knowledge, response) of this step
+        bar.set_postfix_str("box={:.3f} cls={:.3f} dfl={:.3f}{} lr={:.2e}{}".format(
+            values[0], values[1], values[2], "" if distil is None else " kd={:.3f} resp={:.3f}".format(*distil.tolist()),
+            lr, " frozen" if frozen else ""))
+
+    def stopRequested(self, read):
+        """A signal arrived: stop after this step. Under torchrun the ranks agree at the periodic reads only (a signal
+        may reach them at different steps, and agreeing is a read)."""
+        if self.worldSize == 1:
+            return self.stopSignal is not None
+        if not read:
+            return False
+        (running,) = allTrue([self.stopSignal is None], self.device)
+        if not running:
+            self.stopSignal = self.stopSignal or signal.SIGTERM
+        return not running
 
     @torch.no_grad()
     def validate(self):
@@ -292,7 +320,7 @@ class BaseTrainer(object):
         model.eval()
         total, count = torch.zeros(3, device=self.device), 0
         for images, targets, _ in tqdm(self.validationLoader, desc="validation", leave=False, dynamic_ncols=True):
-            images, targets = toDevice(images, targets, self.device, self.channelsLast)
+            images = imagesToDevice(images, self.device, self.channelsLast)
             with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
                 self.validationLoss(model(images), targets)
             total += self.validationLoss.parts
