@@ -1,4 +1,5 @@
 import os
+import traceback
 
 import torch
 
@@ -53,3 +54,40 @@ def test_resume_continues_at_next_epoch(tmp_path):
     assert torch.load(os.path.join(cache, "last_epoch_weights.pth"), weights_only=True)["epoch"] == 2
     with open(os.path.join(mcfg.runDir(), "results.csv")) as f:
         assert len(f.read().strip().splitlines()) == 3
+
+
+def test_train_step_reads_nothing_on_the_host(tmp_path, monkeypatch):
+    """BaseTrainer.trainStep with the dense loss (the accelerator path) never turns a tensor into a Python value: on
+    CUDA each such read would wait for the GPU. The reads are counted by patching Tensor's conversions (except in
+    targetsToPadded, which reads the loader's CPU targets before they go to the device); a step with a non-finite
+    loss is skipped without a read too. (The loss alone also runs on the meta device: test_loss.py.)"""
+    mcfg = tinyConfig(tmp_path, maxEpoch=1)
+    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer.loss.dense = True
+    trainer.model.train()
+    images, targets, _ = next(iter(trainer.trainLoader))
+    total = torch.zeros(3)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            if caller.name != "targetsToPadded":
+                reads.append("{} in {}:{}".format(_name, caller.filename, caller.lineno))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    trainer.trainStep(0, images, targets, total)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    emaBefore = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+    trainer.loss.lossWeights = (float("nan"), 0.5, 1.5)  # the next step's loss is NaN
+    trainer.loss.cache.clear()
+    trainer.trainStep(1, images, targets, total)
+    monkeypatch.undo()
+    assert reads == []
+    assert trainer.skips.tolist() == [1.0, 1.0, 1.0]  # counted on the device
+    for k, v in trainer.model.state_dict().items():  # skipped: no weight moved, the EMA stayed put
+        if v.is_floating_point() and "running" not in k:
+            assert torch.equal(v, before[k]), k
+            assert torch.equal(trainer.ema.module.state_dict()[k], emaBefore[k]), k
+    assert torch.isfinite(total).all() and (total > 0).all()
