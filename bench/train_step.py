@@ -33,7 +33,7 @@ def marsStepper(mcfg):
     if hasattr(trainer, "wrapModel"):  # builds the forward callable (DDP / compile wrappers) as runEpoch does
         trainer.wrapModel(False)
     trainer.model.train()
-    total = torch.zeros(3)
+    total = torch.zeros(3, device=trainer.device)
     state = {"step": 0}
 
     def step(images, targets):
@@ -42,22 +42,26 @@ def marsStepper(mcfg):
     return step
 
 
-def referenceStepper(batchSize, nc):
-    """Ultralytics' per-batch training work (engine/trainer.py _do_train) as a function of (images, targets)."""
+def referenceStepper(batchSize, nc, device="cpu", amp=False):
+    """Ultralytics' per-batch training work (engine/trainer.py _do_train) as a function of (images, targets);
+    amp: its CUDA default (fp16 autocast and a grad scaler)."""
     from ultralytics.engine.trainer import BaseTrainer
     from ultralytics.utils.torch_utils import ModelEMA
-    model = referenceModel(nc)
+    device = torch.device(device)
+    model = referenceModel(nc).to(device)
     model.train()
     args = model.args
     optimizer = BaseTrainer.build_optimizer(None, model, name="SGD", lr=args.lr0, momentum=args.momentum,
                                             decay=args.weight_decay * batchSize / args.nbs)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
     ema = ModelEMA(model)
 
     def step(images, targets):
         batch = {"img": images, **marsTargetsToReference(targets)}
-        batch["img"] = batch["img"].float() / 255  # DetectionTrainer.preprocess_batch on the CPU
-        loss, _ = model.loss(batch)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # DetectionTrainer.preprocess_batch
+        batch["img"] = batch["img"].float() / 255
+        with torch.autocast(device.type, enabled=amp):
+            loss, _ = model.loss(batch)
         scaler.scale(loss.sum()).backward()
         scaler.unscale_(optimizer)  # BaseTrainer.optimizer_step
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
