@@ -30,7 +30,7 @@ class ModelConfig(object):
         self.annotationDir = None  # folder of Pascal VOC XML files, one per image
         self.classList = None  # list of class names; index = class id
         self.subsetMap = {}  # split name -> split file (one image stem per line)
-        self.suffix = ".jpg"  # image file extension
+        self.suffix = ".jpg"  # image file extension, tried first (.png, .jpeg, ... and upper case are looked for next)
         self.trainSplitName = "train"
         self.validationSplitName = "validation"
         self.testSplitName = "test"

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from dl.aug import augmentFromConfig
-from misc.img import boxesToLetterbox, letterbox, letterboxGeometry
+from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, letterbox, letterboxGeometry
 from misc.log import log
 from misc.misc import MarsError
 from misc.xml import readVocXml
@@ -40,6 +40,16 @@ def readSplitFile(path):
             raise MarsError("split file {} has entry {!r} that leaves the image folder; entries must be image "
                             "stems relative to mcfg.imageDir (no '..', not absolute)".format(path, stem))
     return stems
+
+
+def findImage(imageDir, stem, suffix):
+    """imageDir/<stem><suffix>, else the first imageDir/<stem><other image suffix> that exists (a data set may mix
+    .jpg and .png, or write .JPG); None when there is none."""
+    for candidate in (suffix,) + tuple(s for s in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES) if s != suffix):
+        path = os.path.join(imageDir, stem + candidate)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def imreadBgr(path):
@@ -112,10 +122,12 @@ class VocDataset(Dataset):
         self.imagePaths, self.origShapes, self.classIndexes, self.boxesXyxy = [], [], [], []
         numClipped = numDropped = 0
         for stem in readSplitFile(splitFile):
-            imagePath = os.path.join(mcfg.imageDir, stem + mcfg.suffix)
+            imagePath = findImage(mcfg.imageDir, stem, mcfg.suffix)
             xmlPath = os.path.join(mcfg.annotationDir, stem + ".xml")
-            if not os.path.isfile(imagePath):
-                raise MarsError("image {} listed in split file {} does not exist".format(imagePath, splitFile))
+            if imagePath is None:
+                raise MarsError("image {} listed in split file {} does not exist (nor with another image suffix: {}; "
+                                "mcfg.suffix is the one tried first)".format(
+                                    os.path.join(mcfg.imageDir, stem + mcfg.suffix), splitFile, " ".join(IMAGE_SUFFIXES)))
             if not os.path.isfile(xmlPath):
                 raise MarsError("annotation {} listed in split file {} does not exist".format(xmlPath, splitFile))
             origShape, classes, boxes, clipped, dropped = loadAnnotation(xmlPath, imagePath, classIndex, selected, knob)

@@ -15,11 +15,10 @@ from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.img import boxesFromLetterbox, letterbox
 from misc.dist import isMain
+from misc.img import IMAGE_SUFFIXES
 from misc.log import addFileLog, log, setQuiet
 from misc.misc import MarsError, seedEverything
 from model.base.yolomodel import YoloModel
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def bestModel(mcfg):

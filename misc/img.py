@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 PAD_COLOR = 114  # gray value of letterbox padding (as YOLOv8)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes that Mars looks for
 AREA_SHRINK = 0.5  # resize with INTER_AREA (anti-aliased) when shrinking below this scale
 
 

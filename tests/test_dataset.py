@@ -184,3 +184,20 @@ def test_dataLoaderReproducible(tmp_path):
         assert all(torch.equal(ta, tb) and ia == ib for (ta, ia), (tb, ib) in zip(a, b))
     targets = torch.cat([t for t, _ in runs[0]])
     assert targets.shape[1] == 6 and targets[:, 2:].min() >= 0 and targets[:, 2:].max() <= 1
+
+
+def test_images_with_another_suffix_are_found(tmp_path):
+    """mcfg.suffix is tried first; a .png or an upper-case .JPG of the same stem is found too, and grey or 16-bit
+    images decode to 3-channel uint8."""
+    root = str(tmp_path)
+    writeSample(root, "s1", [("A", 10, 10, 20, 20)])
+    writeSample(root, "s2", [("B", 5, 5, 30, 30)])
+    writeSample(root, "s3", [("C", 5, 5, 30, 30)])
+    os.remove(os.path.join(root, "images", "s2.jpg"))
+    cv2.imwrite(os.path.join(root, "images", "s2.png"), np.full((60, 80), 30000, np.uint16))  # grey, 16-bit
+    os.rename(os.path.join(root, "images", "s3.jpg"), os.path.join(root, "images", "s3.JPG"))
+    dataset = VocDataset(makeConfig(root, {"train": ["s1", "s2", "s3"]}), "train", train=False)
+    assert [os.path.basename(p) for p in dataset.imagePaths] == ["s1.jpg", "s2.png", "s3.JPG"]
+    for i in range(3):
+        image, labels, meta = dataset[i]
+        assert image.shape == (3, 64, 64) and image.dtype == torch.uint8 and len(labels) == 1
