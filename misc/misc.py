@@ -14,7 +14,7 @@ class MarsError(Exception):
 
 def atomicWrite(path, writeFn):
     """writeFn(binaryFile) writes into a temporary file in path's folder; it is flushed, fsynced and renamed over
-    path, so path holds either its old or its new content whatever the moment of a crash."""
+    path (and the folder fsynced), so path holds either its old or its new content whatever the moment of a crash."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
@@ -24,9 +24,24 @@ def atomicWrite(path, writeFn):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        syncFolder(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def syncFolder(folder):
+    """fsync a folder so a rename in it survives a power loss (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomicTorchSave(obj, path):
@@ -34,15 +49,16 @@ def atomicTorchSave(obj, path):
     atomicWrite(path, lambda f: torch.save(obj, f))
 
 
-def safeTorchLoad(path, what="checkpoint"):
-    """torch.load with weights_only=True; a missing file or a file carrying pickled code raises MarsError."""
+def safeTorchLoad(path, what="checkpoint", fix=""):
+    """torch.load with weights_only=True; a missing, damaged or truncated file, or one carrying pickled code, raises
+    MarsError naming it (fix: what to do then, appended to the message)."""
     if not os.path.isfile(path):
-        raise MarsError("{} file {} does not exist".format(what, path))
+        raise MarsError("{} file {} does not exist{}".format(what, path, fix and "; " + fix))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MarsError("{} file {} cannot be loaded safely (weights only): {}".format(
-            what, path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)) from e
+        raise MarsError("{} file {} cannot be loaded safely (weights only): {}{}".format(
+            what, path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, fix and "; " + fix)) from e
 
 
 def urlToPath(url):

@@ -1,4 +1,5 @@
 """Never lose a run: exact resume after SIGKILL, SIGTERM saves and resumes exactly, safe loading, bad input."""
+import io
 import os
 import random
 import re
@@ -134,6 +135,28 @@ def test_checkpoint_of_another_phase_via_cli(tmp_path, capsys, monkeypatch):
     YoloModel(makeConfig("nano", nc=20)).save(str(cache / "best_weights.pth"))
     code, errors = runMain(["-cfg", "demo.small.tiny", "-root", str(tmp_path), "-eval"], capsys)
     assert code == 2 and len(errors) == 1 and "expected" in errors[0] and "mcfg.phase" in errors[0]
+
+
+def test_weights_file_that_is_not_a_state_dict_via_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("USER", "tester")
+    cache = tmp_path / "tester" / "demo.nano.tiny" / "__cache__"
+    cache.mkdir(parents=True)
+    torch.save([torch.zeros(1)], cache / "best_weights.pth")  # loads weights-only, but is no state dict
+    code, errors = runMain(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-eval"], capsys)
+    assert code == 2 and len(errors) == 1 and "best_weights.pth" in errors[0] and "not a state dict" in errors[0]
+
+
+def test_truncated_training_checkpoint_via_cli(tmp_path, capsys, monkeypatch):
+    """A damaged last checkpoint (e.g. a disk error after the rename) stops the resume with the file and the fix."""
+    monkeypatch.setenv("USER", "tester")
+    cache = tmp_path / "tester" / "demo.nano.tiny" / "__cache__"
+    cache.mkdir(parents=True)
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(1000)}, "epoch": 1}, buffer)
+    (cache / "last_epoch_weights.pth").write_bytes(buffer.getvalue()[:600])
+    code, errors = runMain(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-train"], capsys)
+    assert code == 2 and len(errors) == 1
+    assert "last_epoch_weights.pth" in errors[0] and "-nobuf" in errors[0]
 
 
 GOOD = {"g1": (64, 64, [("A1", 5, 5, 30, 30)]), "g2": (64, 64, [("A2", 10, 10, 50, 40)])}

@@ -124,7 +124,7 @@ class BaseTrainer(object):
         path = os.path.join(self.cacheDir, LAST_FILE)
         if self.mcfg.nobuf or not os.path.isfile(path):
             return
-        state = safeTorchLoad(path, "training checkpoint")
+        state = safeTorchLoad(path, "training checkpoint", "run with -nobuf to start over (it replaces the file)")
         try:
             self.model.load_state_dict(state["model"])
             self.ema.module.load_state_dict(state["ema"])
@@ -134,7 +134,7 @@ class BaseTrainer(object):
             self.startEpoch, self.batchesDone = state["epoch"], state["batchesDone"]
             self.partialParts, self.bestMetric, self.history = state["partialParts"], state["bestMetric"], list(state["history"])
             self.resumeRng = state["rng"], state["datasetRng"]
-        except (KeyError, RuntimeError, ValueError) as e:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise MarsError("checkpoint {} does not fit this run ({}); run with -nobuf to start over".format(
                 path, str(e).splitlines()[0])) from e
         log("resuming from {} at epoch {}{}".format(path, self.startEpoch + 1,

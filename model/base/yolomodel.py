@@ -10,6 +10,13 @@ from model.base.neck import Neck
 STRIDES = (8, 16, 32)
 
 
+def requireStateDict(stateDict, source):
+    """MarsError unless stateDict maps names to tensors (a file may hold anything that loads weights-only)."""
+    if not isinstance(stateDict, dict) or not all(isinstance(v, torch.Tensor) for v in stateDict.values()):
+        raise MarsError("{} is not a state dict of tensors ({}); save one with YoloModel.save() or convert it with "
+                        "tools/convert.py".format(source, type(stateDict).__name__))
+
+
 def checkStateDictShapes(model, stateDict, source, prefix=""):
     """Raise MarsError naming the first missing/unexpected key or shape mismatch between stateDict and model."""
     expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith(prefix)}
@@ -84,6 +91,7 @@ class YoloModel(nn.Module):
         """Load a full Mars state dict (weights_only=True); a file of another phase/class count raises MarsError."""
         stateDict = safeTorchLoad(path, "model weights")
         stateDict = stateDict.get("model", stateDict) if isinstance(stateDict, dict) else stateDict
+        requireStateDict(stateDict, "weights file {}".format(path))
         checkStateDictShapes(self, stateDict, "weights file {}".format(path))
         self.load_state_dict(stateDict)
         return self
@@ -91,6 +99,7 @@ class YoloModel(nn.Module):
     def loadBackbone(self, path):
         """Load a backbone-only state dict (keys 'backbone.*', as written by tools/convert.py --backbone-only)."""
         stateDict = safeTorchLoad(path, "pretrained backbone (mcfg.pretrainedBackboneUrl)")
+        requireStateDict(stateDict, "pretrained backbone {} (mcfg.pretrainedBackboneUrl)".format(path))
         stateDict = {k: v for k, v in stateDict.items() if k.startswith("backbone.")}
         checkStateDictShapes(self, stateDict, "pretrained backbone {} (mcfg.pretrainedBackboneUrl)".format(path), "backbone.")
         self.load_state_dict(stateDict, strict=False)
