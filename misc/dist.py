@@ -49,11 +49,11 @@ def allTrue(flags, device):
     return [bool(v) for v in value.tolist()]
 
 
-def anyRank(flag):
-    """A 0-dim bool tensor -> True on every rank where it is True on any rank. An all_reduce queued on the device:
-    nothing is read on the host."""
+def anyRank(flags):
+    """A bool tensor -> the same shape, True on every rank where it is True on any rank. One all_reduce queued on
+    the device: nothing is read on the host."""
     if not isDistributed():
-        return flag
-    value = flag.to(torch.int32)
+        return flags
+    value = flags.to(torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return value.bool()

@@ -272,8 +272,8 @@ class BaseTrainer(object):
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         gradNorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
-        badLoss = anyRank(~torch.isfinite(loss))
-        skipped = badLoss | anyRank(~torch.isfinite(gradNorm))  # fp16: the scaler's overflow steps are skipped too
+        badLoss, badGradient = anyRank(torch.stack((~torch.isfinite(loss), ~torch.isfinite(gradNorm))))
+        skipped = badLoss | badGradient  # fp16: the grad scaler's overflow steps are skipped too
         self.optimizer.found_inf = skipped.float()
         self.optimizer.step()
         self.scaler.update()  # fp16: lowers the scale after an overflow
@@ -289,7 +289,7 @@ class BaseTrainer(object):
         """The periodic host read: progress bar, and the non-finite steps counted since the last read."""
         values = torch.cat((meanParts, self.skips)).tolist()
         skipped, longest = int(values[3]), int(values[5])
-        if skipped > self.skipsReported:
+        if skipped > self.skipsReported and self.isMain:
             warn("non-finite loss: {} step(s) skipped by step {} ({} in all, at most {} in a row)".format(
                 skipped - self.skipsReported, step, skipped, longest))
             self.skipsReported = skipped
