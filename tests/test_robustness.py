@@ -117,46 +117,35 @@ def runMain(args, capsys):
     return code, errors
 
 
-def test_checkpoint_with_code_via_cli(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("USER", "tester")
-    cache = tmp_path / "tester" / "demo.nano.tiny" / "__cache__"
-    cache.mkdir(parents=True)
-    torch.save({"w": torch.zeros(1), "hook": os.system}, cache / "best_weights.pth")
-    code, errors = runMain(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-eval"], capsys)
-    assert code == 2 and len(errors) == 1 and "best_weights.pth" in errors[0] and "safely" in errors[0]
-
-
-def test_checkpoint_of_another_phase_via_cli(tmp_path, capsys, monkeypatch):
-    from model.base.yolomodel import YoloModel
-    from tests.conftest import makeConfig
-    monkeypatch.setenv("USER", "tester")
-    cache = tmp_path / "tester" / "demo.small.tiny" / "__cache__"
-    cache.mkdir(parents=True)
-    YoloModel(makeConfig("nano", nc=20)).save(str(cache / "best_weights.pth"))
-    code, errors = runMain(["-cfg", "demo.small.tiny", "-root", str(tmp_path), "-eval"], capsys)
-    assert code == 2 and len(errors) == 1 and "expected" in errors[0] and "mcfg.phase" in errors[0]
-
-
-def test_weights_file_that_is_not_a_state_dict_via_cli(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("USER", "tester")
-    cache = tmp_path / "tester" / "demo.nano.tiny" / "__cache__"
-    cache.mkdir(parents=True)
-    torch.save([torch.zeros(1)], cache / "best_weights.pth")  # loads weights-only, but is no state dict
-    code, errors = runMain(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-eval"], capsys)
-    assert code == 2 and len(errors) == 1 and "best_weights.pth" in errors[0] and "not a state dict" in errors[0]
-
-
-def test_truncated_training_checkpoint_via_cli(tmp_path, capsys, monkeypatch):
-    """A damaged last checkpoint (e.g. a disk error after the rename) stops the resume with the file and the fix."""
-    monkeypatch.setenv("USER", "tester")
-    cache = tmp_path / "tester" / "demo.nano.tiny" / "__cache__"
-    cache.mkdir(parents=True)
+def truncatedCheckpoint(path):
     buffer = io.BytesIO()
     torch.save({"model": {"w": torch.zeros(1000)}, "epoch": 1}, buffer)
-    (cache / "last_epoch_weights.pth").write_bytes(buffer.getvalue()[:600])
-    code, errors = runMain(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-train"], capsys)
-    assert code == 2 and len(errors) == 1
-    assert "last_epoch_weights.pth" in errors[0] and "-nobuf" in errors[0]
+    path.write_bytes(buffer.getvalue()[:600])  # e.g. a disk error after the rename
+
+
+def otherPhaseWeights(path):
+    from model.base.yolomodel import YoloModel
+    from tests.conftest import makeConfig
+    YoloModel(makeConfig("nano", nc=20)).save(str(path))
+
+
+@pytest.mark.parametrize("cfg,mode,fileName,write,culprits", [
+    ("demo.nano.tiny", "-eval", "best_weights.pth",  # pickled code
+     lambda path: torch.save({"w": torch.zeros(1), "hook": os.system}, path), ["safely"]),
+    ("demo.small.tiny", "-eval", "best_weights.pth", otherPhaseWeights, ["expected", "mcfg.phase"]),
+    ("demo.nano.tiny", "-eval", "best_weights.pth",  # loads weights-only, but is no state dict
+     lambda path: torch.save([torch.zeros(1)], path), ["not a state dict"]),
+    ("demo.nano.tiny", "-train", "last_epoch_weights.pth", truncatedCheckpoint, ["-nobuf"]),
+], ids=["pickled-code", "another-phase", "not-a-state-dict", "truncated-checkpoint"])
+def test_bad_weight_files_via_cli(tmp_path, capsys, monkeypatch, cfg, mode, fileName, write, culprits):
+    """A weights file or training checkpoint that cannot be used: one error line naming the file and the fix."""
+    monkeypatch.setenv("USER", "tester")
+    cache = tmp_path / "tester" / cfg / "__cache__"
+    cache.mkdir(parents=True)
+    write(cache / fileName)
+    code, errors = runMain(["-cfg", cfg, "-root", str(tmp_path), mode], capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert all(text in errors[0] for text in [fileName] + culprits), errors[0]
 
 
 GOOD = {"g1": (64, 64, [("A1", 5, 5, 30, 30)]), "g2": (64, 64, [("A2", 10, 10, 50, 40)])}
