@@ -30,7 +30,7 @@ def readSplitFile(path):
     """Image stems listed in a split file, one per line, blank lines ignored; MarsError naming the file otherwise."""
     if not path or not os.path.isfile(path):
         raise MarsError("split file {} does not exist; check mcfg.subsetMap".format(path))
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not a stem
         stems = [line.strip() for line in f if line.strip()]
     if not stems:
         raise MarsError("split file {} lists no images".format(path))

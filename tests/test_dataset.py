@@ -201,3 +201,15 @@ def test_images_with_another_suffix_are_found(tmp_path):
     for i in range(3):
         image, labels, meta = dataset[i]
         assert image.shape == (3, 64, 64) and image.dtype == torch.uint8 and len(labels) == 1
+
+
+def test_split_file_with_bom_and_crlf(tmp_path):
+    """A split file saved by a Windows editor: byte-order mark and CRLF line ends, trailing blanks."""
+    root = str(tmp_path)
+    writeSample(root, "s1", [("A", 10, 10, 20, 20)])
+    writeSample(root, "s2", [("B", 10, 10, 20, 20)])
+    mcfg = makeConfig(root, {"train": ["s1"]})
+    with open(mcfg.subsetMap["train"], "wb") as f:
+        f.write("\ufeffs1 \r\ns2\r\n\r\n".encode("utf-8"))
+    dataset = VocDataset(mcfg, "train", train=False)
+    assert [os.path.basename(p) for p in dataset.imagePaths] == ["s1.jpg", "s2.jpg"]
