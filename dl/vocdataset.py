@@ -56,7 +56,8 @@ def imreadBgr(path):
     """cv2.imread as uint8 (H, W, 3) BGR; MarsError naming the file when it cannot be decoded."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise MarsError("image {} cannot be decoded (missing, truncated or not an image)".format(path))
+        raise MarsError("image {} cannot be decoded (missing, truncated or not an image); replace it, or remove it "
+                        "(and its line in the split file)".format(path))
     return image
 
 
