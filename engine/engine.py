@@ -13,11 +13,10 @@ from factory.modelfactory import makeModel
 from factory.trainerfactory import makeTrainer
 from inference.painter import paintImage
 from inference.predictor import Predictor
-from misc.img import boxesFromLetterbox, letterbox
 from misc.dist import isMain
-from misc.img import IMAGE_SUFFIXES
+from misc.img import IMAGE_SUFFIXES, boxesFromLetterbox, letterbox
 from misc.log import addFileLog, log, setQuiet
-from misc.misc import MarsError, seedEverything
+from misc.misc import MarsError, atomicWrite, seedEverything
 from model.base.yolomodel import YoloModel
 
 
@@ -72,8 +71,7 @@ def predict(mcfg, path):
         records.append({"image": imagePath, "detections": [
             {"class": mcfg.classList[int(r[0])], "classIndex": int(r[0]), "score": round(float(r[1]), 4),
              "boxXyxy": [round(float(v), 1) for v in r[2:6]]} for r in rows]})
-    with open(os.path.join(outDir, "detections.json"), "w") as f:
-        json.dump(records, f, indent=1)
+    atomicWrite(os.path.join(outDir, "detections.json"), lambda f: f.write(json.dumps(records, indent=1).encode()))
     log("predictions for {} images: {}".format(len(records), outDir))
 
 

@@ -7,10 +7,13 @@ canvas directly (no pyplot, no global backend switch).
 """
 
 import csv
+import io
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from misc.misc import atomicWrite
 
 TABLE_COLUMNS = ("class", "numGt", "precision", "recall", "AP50 VOC", "AP50 COCO", "AP50:95")
 
@@ -64,11 +67,12 @@ def formatTable(result, classList):
 
 
 def _writeCsv(result, classList, path):
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(TABLE_COLUMNS)
-        for row in _tableRows(result, classList):
-            writer.writerow(row[:2] + ["" if value is None else f"{value:.6f}" for value in row[2:]])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(TABLE_COLUMNS)
+    for row in _tableRows(result, classList):
+        writer.writerow(row[:2] + ["" if value is None else f"{value:.6f}" for value in row[2:]])
+    atomicWrite(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def _writePrCurves(result, classList, path):
