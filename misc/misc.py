@@ -12,14 +12,32 @@ class MarsError(Exception):
     """A user mistake (config, path, data, file): mars.py prints it as one `mars: error: ...` line."""
 
 
+def currentUmask():
+    """The process's umask, read without changing it where the platform allows (Linux: /proc/self/status); elsewhere
+    by setting and restoring it (os.umask can only be read that way)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomicWrite(path, writeFn):
     """writeFn(binaryFile) writes into a temporary file in path's folder; it is flushed, fsynced and renamed over
-    path (and the folder fsynced), so path holds either its old or its new content whatever the moment of a crash."""
+    path (and the folder fsynced), so path holds either its old or its new content whatever the moment of a crash.
+    The file gets the mode open() would give a new file (0666 less the umask), not the temporary file's 0600."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o666 & ~currentUmask())
             writeFn(f)
             f.flush()
             os.fsync(f.fileno())
