@@ -1,5 +1,8 @@
-"""Tiny VOC data sets written by tests."""
+"""Tiny VOC data sets written by tests, and the test oracles (required, never skipped)."""
+import importlib
+import importlib.metadata
 import os
+import re
 
 import cv2
 import numpy as np
@@ -31,3 +34,26 @@ def writeVocSet(root, images, classList, splits):
         with open(subsetMap[name], "w") as f:
             f.write("\n".join(stems) + "\n")
     return imageDir, annotationDir, subsetMap
+
+
+REQUIREMENTS_DEV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements-dev.txt")
+
+
+def requireOracle(name, distribution=None):
+    """Import a test oracle (ultralytics, pycocotools) or fail -- never skip: a missing, broken or other-version oracle
+    would otherwise turn the parity checks into silent skips. The version must be the one pinned in requirements-dev.txt
+    (the parity was shown with it; another Ultralytics may change its own loss)."""
+    distribution = distribution or name
+    fix = "install the test oracles: pip install -r requirements-dev.txt"
+    try:
+        module = importlib.import_module(name)
+        installed = importlib.metadata.version(distribution)
+    except Exception as e:
+        raise ImportError("test oracle {!r} cannot be imported ({}: {}); {}".format(name, type(e).__name__, e, fix)) from e
+    with open(REQUIREMENTS_DEV) as f:
+        pinned = re.search(r"^{}==(\S+)".format(re.escape(distribution)), f.read(), re.MULTILINE)
+    assert pinned, "requirements-dev.txt does not pin {}".format(distribution)
+    if installed != pinned.group(1):
+        raise ImportError("test oracle {} is version {}, the tests are pinned to {}; {}".format(
+            distribution, installed, pinned.group(1), fix))
+    return module

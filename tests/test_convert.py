@@ -2,13 +2,13 @@
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
+from tests.helpers import requireOracle
 
-pytest.importorskip("ultralytics")
+requireOracle("ultralytics")
 from tests.test_parity import flatOutputs, referenceModel  # noqa: E402
 
 ROOT = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))

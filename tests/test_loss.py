@@ -8,6 +8,7 @@ import torch
 from misc.bbox import makeAnchors
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
+from tests.helpers import requireOracle
 from train.loss import DetectionLoss
 from train.tal import TaskAlignedAssigner
 
@@ -36,7 +37,7 @@ def crowdedCase():
 
 
 def test_assigner_crowded_case_equals_reference():
-    pytest.importorskip("ultralytics")
+    requireOracle("ultralytics")
     from ultralytics.utils.tal import TaskAlignedAssigner as RefAssigner
     predLogits, predBoxes, anchors, gtLabels, gtBoxes, gtMask, nc = crowdedCase()
     predScores = predLogits.sigmoid()

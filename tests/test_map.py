@@ -10,6 +10,7 @@ import torch
 
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import formatTable, writeConfusionMatrix, writeReport
+from tests.helpers import requireOracle
 
 COCO_AP50_TWO_THIRDS = (51 * 1.0 + 50 * 2 / 3) / 101  # precision 1 up to recall 0.5, then 2/3
 
@@ -162,7 +163,7 @@ def testReportFiles(tmp_path):
 
 def cocoEval(preds, gts, numImages, nc):
     """pycocotools AP: returns (stats[0], stats[1], per-class AP50:95 (nc,), per-class AP50 (nc,)); -1 = no gt."""
-    pytest.importorskip("pycocotools")
+    requireOracle("pycocotools")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

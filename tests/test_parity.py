@@ -1,5 +1,5 @@
 """Parity with the reference implementation (Ultralytics): architecture, converted outputs, loss, assigner.
-Skipped only when ultralytics is not importable; CI installs it (requirements-dev.txt)."""
+Ultralytics is required (requirements-dev.txt, pinned): without it the tests fail, they never skip."""
 import contextlib
 import io
 
@@ -8,11 +8,12 @@ import torch
 
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
+from tests.helpers import requireOracle
 from tools.convert import convertStateDict, inferPhase
 from train.loss import DetectionLoss
 from train.tal import TaskAlignedAssigner
 
-pytest.importorskip("ultralytics")
+requireOracle("ultralytics")
 from ultralytics.cfg import get_cfg  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.loss import v8DetectionLoss  # noqa: E402
