@@ -319,3 +319,70 @@ def test_tiny_teacher_then_distillation_through_mars(tmp_path):
     assert not any("teacher" in key for key in list(last["model"]) + list(last["ema"]))
     mcfg = makeNamedConfig("demo.nano.tiny", root, "tester")
     YoloModel(mcfg).load(os.path.join(run, "__cache__", "best_weights.pth"))
+
+
+# --- scaling: temperature, T^2 and the normalisers (hand-worked, normalisers above 1) ---------------------------
+K = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)  # KL((0.75, 0.25) || (0.5, 0.5))
+TWO_LN3 = 2 * math.log(3.0)  # a logit of 2 ln 3 at temperature 2: sigmoid(ln 3) = 0.75, softmax against 0: 0.75
+
+
+def test_response_scaling_at_temperature_2():
+    """Teacher logits (2 ln 3, 2 ln 3, 0, 0) at T = 2: probabilities (0.75, 0.75, 0.5, 0.5), sum 2.5; student 0
+    (0.5): KL = 2 K + 0 + 0; response = 2 K / 2.5 * T^2 = 3.2 K. Without the normalisation 8 K, without T^2 0.8 K."""
+    teacher = torch.tensor([[[TWO_LN3, TWO_LN3], [0.0, 0.0]]])  # (B=1, A=2, k=2)
+    student = torch.zeros(1, 2, 2)
+    assert responseDivergence(student, teacher, temperature=2.0).item() == pytest.approx(3.2 * K, rel=1e-6)
+    # at T = 1 the same logits mean p = 0.9 (sum 2.8): KL(0.9 || 0.5) twice, / 2.8
+    kl1 = 0.9 * math.log(1.8) + 0.1 * math.log(0.2)
+    assert responseDivergence(student, teacher, temperature=1.0).item() == pytest.approx(2 * kl1 / 2.8, rel=1e-6)
+
+
+def test_localisation_scaling_at_temperature_2():
+    """regMax 2, two anchors of weight 0.9 and 0.6 (sum 1.5): anchor 0's teacher bins (2 ln 3, 0) on every side ->
+    (0.75, 0.25) at T = 2, student (0.5, 0.5): K per side, K on average; anchor 1 agrees (0).
+    LD = 0.9 K / 1.5 * T^2 = 2.4 K (without the normalisation 3.6 K, without T^2 0.6 K)."""
+    regMax = 2
+    teacher = torch.zeros(1, 2, 4 * regMax)
+    teacher[0, 0] = torch.tensor([TWO_LN3, 0.0] * 4)
+    student = torch.zeros(1, 2, 4 * regMax)
+    student[0, 1] = teacher[0, 1]
+    weight = torch.tensor([[0.9, 0.6]])
+    assert localisationDivergence(student, teacher, weight, regMax, temperature=2.0).item() == pytest.approx(2.4 * K, rel=1e-6)
+
+
+def test_cwd_scaling_at_temperature_2():
+    """One channel (2 ln 3, 0) at T = 2 -> (0.75, 0.25), student (0.5, 0.5), batch of two equal maps: K * T^2 = 4 K."""
+    teacher = torch.tensor([TWO_LN3, 0.0]).view(1, 1, 1, 2).repeat(2, 1, 1, 1)
+    assert channelWiseDivergence(torch.zeros(2, 1, 1, 2), teacher, 2.0).item() == pytest.approx(4 * K, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["cwd", "ld"])
+def test_temperature_features_and_anchor_weight_reach_the_loss(teacherFile, method):
+    """DistillationDetectionLoss with mcfg.distilTemperature = 2 and mcfg.distilFeatures = (X, Z): its (knowledge,
+    response) equal the terms computed here from the same outputs with those knobs -- CWD over X and Z only, LD
+    weighted per anchor by the teacher's best old-class sigmoid score (at T = 1) -- and differ from the defaults."""
+    mcfg = studentConfig(teacherFile, distilMethod=method, distilTemperature=2.0, distilFeatures=("X", "Z"),
+                         teacherClassIndexes=[0, 1, 2, 3])
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    torch.manual_seed(3)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    loss(outputs, TARGETS)
+    knowledge, response = loss.distilParts.tolist()
+    predDist, predLogits = loss.detection.flatten(outputs["preds"])
+    teacherDist, teacherLogits = loss.detection.flatten(outputs["teacherPreds"])
+    old = [0, 1, 2, 3]
+    assert response == pytest.approx(responseDivergence(predLogits[..., old], teacherLogits[..., old], 2.0).item(), rel=1e-5)
+    assert response != pytest.approx(responseDivergence(predLogits[..., old], teacherLogits[..., old], 1.0).item(), rel=1e-3)
+    if method == "cwd":
+        expected = sum(channelWiseDivergence(outputs["feats"][n], outputs["teacherFeats"][n], 2.0) for n in ("X", "Z"))
+        everything = sum(channelWiseDivergence(outputs["feats"][n], outputs["teacherFeats"][n], 2.0) for n in DISTIL_FEATURES)
+        assert knowledge != pytest.approx(everything.item(), rel=1e-3)
+    else:
+        anchorWeight = teacherLogits[..., old].sigmoid().amax(2)  # (B, A)
+        expected = localisationDivergence(predDist, teacherDist, anchorWeight, mcfg.regMax, 2.0)
+        for other in (teacherLogits.sigmoid().amax(2), teacherLogits[..., old].sigmoid().mean(2),
+                      (teacherLogits[..., old] / 2).sigmoid().amax(2), torch.ones_like(anchorWeight)):
+            wrong = localisationDivergence(predDist, teacherDist, other, mcfg.regMax, 2.0).item()
+            assert knowledge != pytest.approx(wrong, rel=1e-4)
+    assert knowledge == pytest.approx(expected.item(), rel=1e-5)
