@@ -1,6 +1,7 @@
 import os
 import traceback
 
+import pytest
 import torch
 
 from engine.evaluator import Evaluator
@@ -91,3 +92,39 @@ def test_train_step_reads_nothing_on_the_host(tmp_path, monkeypatch):
             assert torch.equal(v, before[k]), k
             assert torch.equal(trainer.ema.module.state_dict()[k], emaBefore[k]), k
     assert torch.isfinite(total).all() and (total > 0).all()
+
+
+def test_backbone_freezing_in_the_trainer(tmp_path):
+    """backboneFreezeEpochs=[0] with the real optimizer: after epoch 0 every backbone parameter and BatchNorm buffer is
+    bitwise unchanged (the neck and head moved); after epoch 1 they changed; results.csv's `frozen` column says 1, 0.
+    Also what the loop hands the schedule, the optimizer and the EMA: the global step, images per step, images."""
+    import csv
+
+    mcfg = tinyConfig(tmp_path, repeat=2, maxEpoch=2, backboneFreezeEpochs=[0])  # 2 steps of 4 images per epoch
+    model = YoloModel(mcfg)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = BaseTrainer(mcfg, model, DetectionLoss)
+    snapshots = []
+    saveEpoch = trainer.saveEpoch
+
+    def snapshot(epochsDone, metric):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        saveEpoch(epochsDone, metric)
+    trainer.saveEpoch = snapshot
+    trainer.run()
+    assert len(snapshots) == 2
+    backbone = [k for k in initial if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone) and any("num_batches_tracked" in k for k in backbone)
+    for k in backbone:
+        assert torch.equal(snapshots[0][k], initial[k]), k  # frozen: weights and BatchNorm statistics
+    moved = [k for k in backbone if not torch.equal(snapshots[1][k], snapshots[0][k])]
+    assert all(k in moved for k in backbone if k.endswith((".weight", ".running_mean", ".running_var")))
+    assert not torch.equal(snapshots[0]["head.clsBranches.0.2.weight"], initial["head.clsBranches.0.2.weight"])
+    with open(os.path.join(mcfg.runDir(), "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [row["frozen"] for row in rows] == ["1", "0"]
+    # the lr of each row is the schedule's at the epoch's last global step (1, then 3); weight decay per 4 images;
+    # the EMA counted 4 steps of 4 images
+    assert [float(row["lr"]) for row in rows] == [pytest.approx(trainer.schedule.decayed(s), rel=1e-5) for s in (1, 3)]
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(mcfg.optimizerWeightDecay * 4 / 64)
+    assert trainer.ema.updates == pytest.approx(16 / 64)
