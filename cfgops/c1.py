@@ -2,18 +2,19 @@
 
 Data root: $MARS_DATA, else DATA_ROOT below. Expected layout:
     <root>/images/<stem>.jpg, <root>/annotations/<stem>.xml, <root>/splits/v5/{train,validation,test,small}.txt
-Tags: full (train from scratch, all classes), teacher (labels of A1..A10 only), distillation (student on the
+Tags: full (train from scratch, all classes), pretrained (stage 2: start from the official backbone converted to
+resources/pretrained/backbone/backbone_<phase>.pth, frozen for the first 10 epochs), teacher (labels of A1..A10 only), distillation (student on the
 small split with all 20 classes, taught by the teacher; CWD + response), ld (with distillation: localisation
 distillation of the box distributions instead of CWD), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
 """
 import os
 
 from config.mconfig import ModelConfig
-from config.tags import applyCommonTags
+from config.tags import applyCommonTags, pretrainedBackbonePath
 from misc.misc import MarsError
 
 DATA_ROOT = os.path.join("~", "data", "MAR20")  # used when MARS_DATA is not set
-TAGS = ("full", "teacher", "distillation", "ld")
+TAGS = ("full", "pretrained", "teacher", "distillation", "ld")
 
 
 def mcfg(tags):
@@ -35,6 +36,9 @@ def mcfg(tags):
     if "full" in tags:
         mcfg.maxEpoch = 200
         mcfg.backboneFreezeEpochs = []
+    if "pretrained" in tags:  # stage 2: an official backbone (tools/convert.py ... --backbone-only), frozen at first
+        mcfg.pretrainedBackboneUrl = pretrainedBackbonePath(phase)
+        mcfg.backboneFreezeEpochs = list(range(10))
     if "teacher" in tags:
         mcfg.maxEpoch = 200
         mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]

@@ -1,13 +1,13 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, teacher, distillation, ld (as in c1.py), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
+Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cuda@N, batch@N, epoch@N).
 """
 from config.mconfig import ModelConfig
-from config.tags import applyCommonTags
+from config.tags import applyCommonTags, pretrainedBackbonePath
 from misc.misc import MarsError
 
-TAGS = ("full", "teacher", "distillation", "ld", "tiny")
+TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "tiny")
 
 
 def mcfg(tags):
@@ -32,6 +32,9 @@ def mcfg(tags):
     applyCommonTags(mcfg, tags, TAGS, "demo")
     phase = mcfg.phase
 
+    if "pretrained" in tags:  # stage 2: an official backbone (tools/convert.py ... --backbone-only), frozen at first
+        mcfg.pretrainedBackboneUrl = pretrainedBackbonePath(phase)
+        mcfg.backboneFreezeEpochs = list(range(3))
     if "teacher" in tags:
         mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
         mcfg.testSelectedClasses = mcfg.trainSelectedClasses

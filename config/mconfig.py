@@ -43,7 +43,10 @@ class ModelConfig(object):
         self.augAspect = 0.2  # random aspect jitter, +- fraction
         self.augFlip = 0.5  # probability of a horizontal flip
         self.augHsv = (0.015, 0.7, 0.4)  # hue, saturation, value gains
+        self.mosaic = 0.0  # probability of a 4-image mosaic per training sample (Ultralytics: 1.0); see README
+        self.closeMosaicEpochs = 10  # epochs at the end of training without mosaic
         self.minBoxSize = 2.0  # pixels (network input); smaller boxes after augmentation are dropped
+        self.useDifficult = False  # VOC <difficult> objects: False = not targets, and ignored by evaluation (VOC protocol)
 
         self.demoData = False  # generate the built-in demo data under <root>/demo-data and point the data knobs there
         self.demoSize = (600, 100, 150, 120)  # demo images: train, validation, test, small (a subset of train)
@@ -72,11 +75,11 @@ class ModelConfig(object):
         self.schedulerType = "COS"
         self.baseLearningRate = 1e-2  # per batch
         self.minLearningRate = 1e-4  # per batch, reached at the last epoch
-        self.warmupEpochs = 3.0  # epochs of linear warm-up (at least 100 iterations when possible)
+        self.warmupEpochs = 3.0  # epochs of linear warm-up: max(this, 100 iterations), at most half the run; 0 = none
         self.warmupBiasLearningRate = 0.1  # bias learning rate at the start of warm-up
         self.gradientClip = 10.0  # max gradient L2 norm
-        self.emaDecay = 0.9999  # EMA decay (ramped up during the first ~2000 steps)
-        self.emaTau = 2000.0  # steps; EMA decay ramp constant
+        self.emaDecay = 0.9999  # EMA decay per 64 images (ramped up: decay * (1 - exp(-updates / emaTau)))
+        self.emaTau = 2000.0  # updates of 64 images (128,000 images); EMA decay ramp constant
         self.lossWeights = (7.5, 0.5, 1.5)  # box (CIoU), class (BCE), DFL
         self.talTopk = 10  # TaskAlignedAssigner candidates per box
         self.distilLossWeights = (1.0, 0.25, 0.25)  # detection, knowledge (CWD or LD), response
@@ -84,7 +87,8 @@ class ModelConfig(object):
         self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
         self.epochValidation = True  # compute validation loss each epoch
-        self.evalEveryEpochs = 0  # epochs between mAP measurements during training (0 = never)
+        self.evalEveryEpochs = 1  # epochs between validation mAP measurements (and after the last epoch); the best
+        # checkpoint is the one of highest fitness 0.1 * AP50 + 0.9 * AP50:95 (0 = never: best by validation loss)
         self.seed = 0
         self.maxNonFiniteSteps = 10  # consecutive non-finite losses (each step skipped) before the run stops
         self.deterministic = False  # torch deterministic algorithms (with dcore 0 on the CPU, resume is bitwise exact)

@@ -1,8 +1,19 @@
 """Tags shared by every cfgops file: a phase name, `cuda@N`, `cpu`, `batch@N`, `epoch@N`."""
+import os
+
 from config.mconfig import PHASES
 from misc.misc import MarsError
 
 COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N"]
+
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "pretrained",
+                              "backbone")
+
+
+def pretrainedBackbonePath(phase):
+    """Where the course keeps a converted official backbone: resources/pretrained/backbone/backbone_<phase>.pth."""
+    return os.path.join(PRETRAINED_DIR, "backbone_{}.pth".format(phase))
 
 
 def applyCommonTags(mcfg, tags, fileTags, cfgFile):

@@ -19,32 +19,45 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-from dl.aug import augmentFromConfig
-from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, letterbox, letterboxGeometry
+from dl.aug import augmentFromConfig, mosaicCanvas
+from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, imreadBgr, letterboxGeometry, networkInput
 from misc.log import log
 from misc.misc import MarsError
 from misc.xml import readVocXml
 
 
 def readSplitFile(path):
-    """Image stems listed in a split file, one per line, blank lines ignored; MarsError naming the file otherwise."""
+    """Entries of a split file, one per line, blank lines ignored: an image stem (`000005`) or an image file name
+    with its suffix (`1.jpg`, as the course's MAR20 splits write them), mixed freely. MarsError naming the file for
+    a missing or empty file, or an entry that leaves the image folder."""
     if not path or not os.path.isfile(path):
         raise MarsError("split file {} does not exist; check mcfg.subsetMap".format(path))
     with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not a stem
-        stems = [line.strip() for line in f if line.strip()]
-    if not stems:
+        entries = [line.strip() for line in f if line.strip()]
+    if not entries:
         raise MarsError("split file {} lists no images".format(path))
-    for stem in stems:
-        parts = stem.replace("\\", "/").split("/")
-        if os.path.isabs(stem) or stem.startswith(("/", "\\")) or ".." in parts:
+    for entry in entries:
+        parts = entry.replace("\\", "/").split("/")
+        if os.path.isabs(entry) or entry.startswith(("/", "\\")) or ".." in parts:
             raise MarsError("split file {} has entry {!r} that leaves the image folder; entries must be image "
-                            "stems relative to mcfg.imageDir (no '..', not absolute)".format(path, stem))
-    return stems
+                            "stems or file names relative to mcfg.imageDir (no '..', not absolute)".format(path, entry))
+    return entries
 
 
-def findImage(imageDir, stem, suffix):
-    """imageDir/<stem><suffix>, else the first imageDir/<stem><other image suffix> that exists (a data set may mix
-    .jpg and .png, or write .JPG); None when there is none."""
+def splitEntryStem(entry):
+    """'1.jpg' / '1.PNG' -> ('1', '1.jpg' / '1.PNG'); '000005' or 'a.v2' (no image suffix) -> (entry, None)."""
+    stem, suffix = os.path.splitext(entry)
+    if suffix.lower() in IMAGE_SUFFIXES:
+        return stem, entry
+    return entry, None
+
+
+def findImage(imageDir, stem, suffix, fileName=None):
+    """imageDir/fileName when the split file named the file and it exists; else imageDir/<stem><suffix>, else the
+    first imageDir/<stem><other image suffix> that exists (a data set may mix .jpg and .png, or write .JPG); None
+    when there is none."""
+    if fileName is not None and os.path.isfile(os.path.join(imageDir, fileName)):
+        return os.path.join(imageDir, fileName)
     for candidate in (suffix,) + tuple(s for s in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES) if s != suffix):
         path = os.path.join(imageDir, stem + candidate)
         if os.path.isfile(path):
@@ -52,28 +65,19 @@ def findImage(imageDir, stem, suffix):
     return None
 
 
-def imreadBgr(path):
-    """cv2.imread as uint8 (H, W, 3) BGR; MarsError naming the file when it cannot be decoded."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise MarsError("image {} cannot be decoded (missing, truncated or not an image); replace it, or remove it "
-                        "(and its line in the split file)".format(path))
-    return image
-
-
 def loadAnnotation(xmlPath, imagePath, classIndex, selected, knob):
     """Targets of one image from its VOC file.
 
     classIndex: class name -> index; selected: set of kept class names or None (all); knob names the
     selection knob for the error message. Returns origShape (h, w), classIndexes (n,) int64, boxesXyxy (n, 4)
-    float32 in original-image pixels clipped to the image, and the numbers of boxes clipped and dropped
-    (empty or inverted after clipping).
+    float32 in original-image pixels clipped to the image, difficult (n,) bool (VOC <difficult>), and the numbers of
+    boxes clipped and dropped (empty or inverted after clipping).
     """
-    width, height, objects = readVocXml(xmlPath)
+    width, height, objects = readVocXml(xmlPath, withDifficult=True)
     if width is None:  # no <size>: the image tells
         height, width = imreadBgr(imagePath).shape[:2]
-    rows, classes = [], []
-    for name, x0, y0, x1, y1 in objects:
+    rows, classes, difficult = [], [], []
+    for name, x0, y0, x1, y1, isDifficult in objects:
         if selected is not None and name not in selected:
             continue
         if name not in classIndex:
@@ -81,22 +85,33 @@ def loadAnnotation(xmlPath, imagePath, classIndex, selected, knob):
                             "mcfg.classList or leave it out with mcfg.{}".format(xmlPath, name, knob))
         rows.append((x0, y0, x1, y1))
         classes.append(classIndex[name])
+        difficult.append(isDifficult)
     boxes = np.asarray(rows, dtype=np.float32).reshape(-1, 4)
-    clipped = boxes.copy()
+    clipped, valid = clipToImage(boxes, (height, width))
+    numClipped = int((np.any(clipped != boxes, axis=1) & valid).sum())
+    return ((int(height), int(width)), np.asarray(classes, dtype=np.int64)[valid], clipped[valid],
+            np.asarray(difficult, dtype=bool)[valid], numClipped, int((~valid).sum()))
+
+
+def clipToImage(boxesXyxy, shape):
+    """(n, 4) boxes clipped to an image (h, w) -> (clipped (n, 4) float32 copy, valid (n,) bool: not empty)."""
+    height, width = shape
+    clipped = np.array(boxesXyxy, dtype=np.float32).reshape(-1, 4)
     np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
     np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
-    valid = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    numClipped = int((np.any(clipped != boxes, axis=1) & valid).sum())
-    return ((int(height), int(width)), np.asarray(classes, dtype=np.int64)[valid], clipped[valid], numClipped,
-            int((~valid).sum()))
+    return clipped, (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
 
 
 class VocDataset(Dataset):
     """Images of one split with their VOC boxes, every annotation parsed once at construction.
 
-    Per image it keeps origShape (h, w), classIndexes (n,) int64 and boxesXyxy (n, 4) float32 in original-image
-    pixels, clipped to the image, class-filtered by mcfg.trainSelectedClasses (train) or testSelectedClasses.
+    Per image it keeps origShape (h, w), classIndexes (n,) int64, boxesXyxy (n, 4) float32 in original-image
+    pixels, clipped to the image, and difficult (n,) bool, class-filtered by mcfg.trainSelectedClasses (train) or
+    testSelectedClasses. Unless mcfg.useDifficult, difficult objects are never targets (training, validation loss)
+    and evaluation ignores detections matched to them (meta "gtIgnore").
     numClipped / numDropped count the boxes clipped to their image / dropped as empty or outside.
+    mosaic: probability that a training sample is a 4-image mosaic (mcfg.mosaic; the trainer sets it to 0 for the
+    last mcfg.closeMosaicEpochs epochs).
     """
 
     def __init__(self, mcfg, splitName, train):
@@ -104,6 +119,8 @@ class VocDataset(Dataset):
         self.train = train
         self.inputShape = tuple(mcfg.inputShape)
         self.augment = bool(train and mcfg.augment)
+        self.mosaic = float(mcfg.mosaic) if self.augment else 0.0
+        self.useDifficult = bool(mcfg.useDifficult)
         self.rng = np.random.default_rng(mcfg.seed)  # replaced per worker by seedWorker
         for knob in ("imageDir", "annotationDir"):
             folder = getattr(mcfg, knob)
@@ -120,23 +137,27 @@ class VocDataset(Dataset):
         selected = None if selected is None else set(selected)
         classIndex = {name: i for i, name in enumerate(mcfg.classList)}
 
-        self.imagePaths, self.origShapes, self.classIndexes, self.boxesXyxy = [], [], [], []
+        self.imagePaths, self.origShapes, self.classIndexes, self.boxesXyxy, self.difficult = [], [], [], [], []
         numClipped = numDropped = 0
-        for stem in readSplitFile(splitFile):
-            imagePath = findImage(mcfg.imageDir, stem, mcfg.suffix)
+        for entry in readSplitFile(splitFile):
+            stem, fileName = splitEntryStem(entry)
+            imagePath = findImage(mcfg.imageDir, stem, mcfg.suffix, fileName)
             xmlPath = os.path.join(mcfg.annotationDir, stem + ".xml")
             if imagePath is None:
                 raise MarsError("image {} listed in split file {} does not exist (nor with another image suffix: {}; "
                                 "mcfg.suffix is the one tried first)".format(
-                                    os.path.join(mcfg.imageDir, stem + mcfg.suffix), splitFile, " ".join(IMAGE_SUFFIXES)))
+                                    os.path.join(mcfg.imageDir, fileName or stem + mcfg.suffix), splitFile,
+                                    " ".join(IMAGE_SUFFIXES)))
             if not os.path.isfile(xmlPath):
                 raise MarsError("annotation {} listed in split file {} does not exist".format(xmlPath, splitFile))
-            origShape, classes, boxes, clipped, dropped = loadAnnotation(xmlPath, imagePath, classIndex, selected, knob)
+            origShape, classes, boxes, difficult, clipped, dropped = loadAnnotation(xmlPath, imagePath, classIndex,
+                                                                                    selected, knob)
             numClipped, numDropped = numClipped + clipped, numDropped + dropped
             self.imagePaths.append(imagePath)
             self.origShapes.append(origShape)
             self.classIndexes.append(classes)
             self.boxesXyxy.append(boxes)
+            self.difficult.append(difficult if not self.useDifficult else np.zeros_like(difficult))
         self.numClipped, self.numDropped = numClipped, numDropped
         if numClipped or numDropped:
             log("{}: {} boxes clipped to their image, {} empty or outside boxes dropped ({})".format(
@@ -146,43 +167,66 @@ class VocDataset(Dataset):
         return len(self.imagePaths)
 
     def numObjects(self):
-        """Objects kept as targets over the whole split."""
-        return int(sum(len(c) for c in self.classIndexes))
+        """Objects kept as targets over the whole split (difficult ones excluded unless mcfg.useDifficult)."""
+        return int(sum(int((~d).sum()) for d in self.difficult))
+
+    def loadImage(self, index):
+        """-> imageBgr uint8 (H, W, 3), classIndexes (n,), boxesXyxy (n, 4) original pixels, difficult (n,) bool.
+        When the image's size disagrees with the XML's <size>, the image is trusted and the boxes clipped to it."""
+        imageBgr = imreadBgr(self.imagePaths[index])
+        classes, boxes, difficult = self.classIndexes[index], self.boxesXyxy[index], self.difficult[index]
+        if imageBgr.shape[:2] != self.origShapes[index]:
+            boxes, valid = clipToImage(boxes, imageBgr.shape[:2])
+            classes, boxes, difficult = classes[valid], boxes[valid], difficult[valid]
+        return imageBgr, classes, boxes, difficult
+
+    def augmentedSample(self, index, imageBgr, classes, boxes):
+        """Training augmentation of one sample's targets (difficult objects already removed): a mosaic with three
+        random partners (probability self.mosaic, drawn from the dataset's seeded generator), then the affine, flip
+        and HSV of dl/aug.py. -> image uint8 (h, w, 3) BGR, classes (k,), boxes (k, 4) network-input pixels."""
+        if self.mosaic > 0 and self.rng.random() < self.mosaic:
+            images, boxesList, classList = [imageBgr], [boxes], [classes]
+            for partner in self.rng.integers(0, len(self), 3):
+                partnerImage, partnerClasses, partnerBoxes, partnerDifficult = self.loadImage(int(partner))
+                images.append(partnerImage)
+                boxesList.append(partnerBoxes[~partnerDifficult])
+                classList.append(partnerClasses[~partnerDifficult])
+            imageBgr, boxes, keeps = mosaicCanvas(images, boxesList, self.inputShape, self.rng)
+            classes = np.concatenate([c[k] for c, k in zip(classList, keeps)])
+            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, self.rng, mosaic=True)
+        else:
+            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, self.rng)
+        return image, classes[keep], boxes
 
     def __getitem__(self, index):
         """One sample.
 
         Returns:
             image: uint8 tensor (3, H, W), RGB, H, W = mcfg.inputShape.
-            labels: float32 tensor (n, 5) rows (classIndex, x0, y0, x1, y1) in network-input pixels.
+            labels: float32 tensor (n, 5) rows (classIndex, x0, y0, x1, y1) in network-input pixels (the targets:
+                difficult objects left out unless mcfg.useDifficult).
             meta: dict with "index" (int), "path" (image path), "origShape" (h, w), "scale" (float) and
-                "pad" ((left, top) pixels) of the letterbox, and "gt": float32 tensor (m, 5) rows
-                (classIndex, x0, y0, x1, y1) in original-image pixels, class-filtered and unaugmented.
+                "pad" ((left, top) pixels) of the letterbox, "gt": float32 tensor (m, 5) rows
+                (classIndex, x0, y0, x1, y1) in original-image pixels, class-filtered and unaugmented, difficult
+                objects included, and "gtIgnore": bool tensor (m,), True for the difficult ones (evaluation
+                ignores detections matched to them).
                 In augmented training "scale"/"pad" still describe the plain letterbox, not the augmentation.
         """
-        path = self.imagePaths[index]
-        imageBgr = imreadBgr(path)
+        imageBgr, classes, boxesOrig, difficult = self.loadImage(index)
         height, width = imageBgr.shape[:2]
-        classes, boxesOrig = self.classIndexes[index], self.boxesXyxy[index]
-        if (height, width) != self.origShapes[index]:  # <size> in the XML disagrees with the image: trust the image
-            boxesOrig = boxesOrig.copy()
-            np.clip(boxesOrig[:, 0::2], 0, width, out=boxesOrig[:, 0::2])
-            np.clip(boxesOrig[:, 1::2], 0, height, out=boxesOrig[:, 1::2])
-            valid = (boxesOrig[:, 2] > boxesOrig[:, 0]) & (boxesOrig[:, 3] > boxesOrig[:, 1])
-            classes, boxesOrig = classes[valid], boxesOrig[valid]
+        scale, _, pad = letterboxGeometry((height, width), self.inputShape)
         if self.augment:
-            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxesOrig, self.rng)
-            scale, _, pad = letterboxGeometry((height, width), self.inputShape)
+            image, kept, boxes = self.augmentedSample(index, imageBgr, classes[~difficult], boxesOrig[~difficult])
+            imageRgb = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[::-1]))  # (3, H, W), BGR -> RGB
         else:
-            image, scale, pad = letterbox(imageBgr, self.inputShape)
-            boxes = boxesToLetterbox(boxesOrig, scale, pad)
-        imageRgb = np.ascontiguousarray(image.transpose(2, 0, 1)[::-1])  # (3, H, W), BGR -> RGB in one copy
-        kept = classes[keep] if self.augment else classes
+            imageRgb, scale, pad = networkInput(imageBgr, self.inputShape)
+            kept, boxes = classes[~difficult], boxesToLetterbox(boxesOrig[~difficult], scale, pad)
         labels = np.concatenate((kept[:, None].astype(np.float32), boxes.astype(np.float32)), axis=1)
         gt = np.concatenate((classes[:, None].astype(np.float32), boxesOrig), axis=1)
-        meta = {"index": int(index), "path": path, "origShape": (height, width), "scale": float(scale),
-                "pad": (int(pad[0]), int(pad[1])), "gt": torch.from_numpy(gt)}
-        return torch.from_numpy(imageRgb), torch.from_numpy(labels), meta
+        meta = {"index": int(index), "path": self.imagePaths[index], "origShape": (height, width),
+                "scale": float(scale), "pad": (int(pad[0]), int(pad[1])), "gt": torch.from_numpy(gt),
+                "gtIgnore": torch.from_numpy(difficult.copy())}
+        return imageRgb, torch.from_numpy(labels), meta
 
 
 def collate(batch):
@@ -210,14 +254,14 @@ def seedWorker(workerId):
     info.dataset.rng = np.random.default_rng(seed)
 
 
-def makeDataLoader(mcfg, splitName, train, shuffle=None, batchSize=None):
+def makeDataLoader(mcfg, splitName, train, shuffle=None, batchSize=None, dataset=None):
     """DataLoader over VocDataset(mcfg, splitName, train) yielding batches in the Mars collate format.
 
     Reproducible for a given mcfg.seed and mcfg.dcore: the shuffle order comes from a Generator seeded with
     mcfg.seed, and each worker seeds its augmentation from it. Under torch.distributed a training loader uses a
-    DistributedSampler (the trainer calls its set_epoch).
+    DistributedSampler (the trainer calls its set_epoch). dataset: an existing VocDataset to wrap instead of a new one.
     """
-    dataset = VocDataset(mcfg, splitName, train)
+    dataset = dataset or VocDataset(mcfg, splitName, train)
     generator = torch.Generator()
     generator.manual_seed(mcfg.seed)
     shuffle = train if shuffle is None else shuffle

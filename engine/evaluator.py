@@ -5,13 +5,13 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from dl.vocdataset import imreadBgr, makeDataLoader
+from dl.vocdataset import makeDataLoader
 from engine.trainer.base import imagesToDevice
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import writeConfusionMatrix, writeReport
 from inference.painter import paintImage
 from inference.predictor import Predictor
-from misc.img import boxesFromLetterbox
+from misc.img import boxesFromLetterbox, imreadBgr
 from misc.log import log
 
 
@@ -28,15 +28,18 @@ def detectionsToRows(detections, metas):
 
 
 def gtRows(metas):
-    """-> (G, 6) rows (imageIndex, classIndex, x0, y0, x1, y1) in original-image pixels."""
+    """-> (G, 6) rows (imageIndex, classIndex, x0, y0, x1, y1) in original-image pixels, and (G,) bool: ignored
+    (VOC difficult) ground truths."""
     rows = [torch.cat([torch.full((len(m["gt"]), 1), float(m["index"])), m["gt"]], 1) for m in metas]
-    return torch.cat(rows) if rows else torch.zeros(0, 6)
+    ignore = [m["gtIgnore"] for m in metas]
+    return (torch.cat(rows), torch.cat(ignore)) if rows else (torch.zeros(0, 6), torch.zeros(0, dtype=torch.bool))
 
 
 class Evaluator(object):
     def __init__(self, mcfg):
         self.mcfg = mcfg
         self.device = torch.device(mcfg.device)
+        self.loaders = {}  # split name -> DataLoader, made once (training evaluates the validation split often)
 
     @torch.no_grad()
     def evaluate(self, model, splitName, paint=False, outDir=None):
@@ -44,20 +47,24 @@ class Evaluator(object):
         Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
-        loader = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
-        allPreds, allGts = [], []
+        if splitName not in self.loaders:
+            self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
+        loader = self.loaders[splitName]
+        allPreds, allGts, allIgnore = [], [], []
         for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
             images = imagesToDevice(images, self.device)
-            preds, gts = detectionsToRows(predictor(images), metas), gtRows(metas)
+            preds, (gts, ignore) = detectionsToRows(predictor(images), metas), gtRows(metas)
             allPreds.append(preds)
             allGts.append(gts)
+            allIgnore.append(ignore)
             if paint and outDir:
                 self.paintBatch(preds, gts, metas, os.path.join(outDir, "painted"))
-        preds, gts = torch.cat(allPreds), torch.cat(allGts)
-        result = computeMap(preds, gts, self.mcfg.nc, vocIou=self.mcfg.minIou, scoreThreshold=self.mcfg.paintScoreThreshold)
+        preds, gts, ignore = torch.cat(allPreds), torch.cat(allGts), torch.cat(allIgnore)
+        result = computeMap(preds, gts, self.mcfg.nc, vocIou=self.mcfg.minIou, scoreThreshold=self.mcfg.paintScoreThreshold,
+                            gtIgnore=ignore)
         if outDir:
             table = writeReport(result, self.mcfg.classList, outDir)
-            matrix = confusionMatrix(preds, gts, self.mcfg.nc, self.mcfg.minIou, self.mcfg.paintScoreThreshold)
+            matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.paintScoreThreshold)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
             log(table)
             log("evaluation files: {}".format(outDir))

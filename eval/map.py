@@ -21,6 +21,11 @@ Two AP flavours are reported (both fractions in [0, 1]):
     COCO (ap50Coco, ap5095): 101-point interpolation, at most maxDetsPerImage detections per image and
                      class (as COCOeval.evaluateImg), equal to pycocotools' stats[1] / stats[0].
 A class without ground truth has AP = NaN and is left out of every mean.
+
+Ignored ground truths (VOC <difficult>, gtIgnore): pycocotools' iscrowd semantics. A detection is matched to the
+ordinary ground truths first, as above; one that stays unmatched at threshold t but covers an ignored ground truth
+of its image and class (intersection / detection area >= t, the crowd IoU; an ignored box can cover any number of
+detections) is ignored at t: neither true nor false positive. Ignored ground truths are not counted in numGt.
 """
 
 import torch
@@ -134,6 +139,55 @@ def _greedyMatch(preds, gts, iouThresholds):
     return matchedGt, rank
 
 
+def _coversIgnored(preds, ignoredGts, iouThresholds):
+    """(P, T) bool: detection p covers an ignored ground truth of its image and class with crowd IoU
+    (intersection / detection area, pycocotools' iscrowd IoU) >= threshold t. preds (P, 7), ignoredGts (I, 6) float64."""
+    numPreds, numThresholds = preds.shape[0], iouThresholds.shape[0]
+    covered = torch.zeros((numPreds, numThresholds), dtype=torch.bool)
+    if numPreds == 0 or ignoredGts.shape[0] == 0:
+        return covered
+    numClassKeys = int(max(preds[:, 1].max(), ignoredGts[:, 1].max())) + 1
+    predKey = (preds[:, 0] * numClassKeys + preds[:, 1]).long()
+    gtKey = (ignoredGts[:, 0] * numClassKeys + ignoredGts[:, 1]).long()
+    predOrder = torch.sort(predKey, stable=True).indices
+    sortedKey = predKey[predOrder]
+    first = torch.searchsorted(sortedKey, gtKey)  # (I,) range of each ignored gt's group in predOrder
+    count = torch.searchsorted(sortedKey, gtKey, right=True) - first
+    pairGt = torch.repeat_interleave(torch.arange(ignoredGts.shape[0]), count)  # (m,)
+    pairStart = torch.cumsum(count, 0) - count
+    pairPred = predOrder[first[pairGt] + torch.arange(pairGt.shape[0]) - pairStart[pairGt]]  # (m,)
+    det, gt = preds[pairPred, 3:], ignoredGts[pairGt, 2:]
+    width = (torch.minimum(det[:, 2], gt[:, 2]) - torch.maximum(det[:, 0], gt[:, 0])).clamp(min=0)
+    height = (torch.minimum(det[:, 3], gt[:, 3]) - torch.maximum(det[:, 1], gt[:, 1])).clamp(min=0)
+    detArea = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
+    crowdIou = torch.where(detArea > 0, width * height / detArea.clamp(min=1e-300), torch.zeros_like(detArea))
+    pair, threshold = torch.nonzero(crowdIou[:, None] >= iouThresholds[None, :], as_tuple=True)
+    covered[pairPred[pair], threshold] = True
+    return covered
+
+
+def _matchWithIgnored(preds, gts, gtIgnore, iouThresholds):
+    """Greedy matching against the ordinary ground truths, then ignored detections (module docstring).
+    Returns matchedGt (P, T) index into gts or -1, rank (P,), ignored (P, T) bool."""
+    if gtIgnore is None or not bool(gtIgnore.any()):
+        matchedGt, rank = _greedyMatch(preds, gts, iouThresholds)
+        return matchedGt, rank, torch.zeros_like(matchedGt, dtype=torch.bool)
+    regular = torch.nonzero(~gtIgnore)[:, 0]
+    matchedRegular, rank = _greedyMatch(preds, gts[regular], iouThresholds)
+    matchedGt = torch.where(matchedRegular >= 0, regular[matchedRegular.clamp(min=0)], -1)
+    ignored = (matchedGt < 0) & _coversIgnored(preds, gts[gtIgnore], iouThresholds)
+    return matchedGt, rank, ignored
+
+
+def _checkIgnore(gtIgnore, gts):
+    """None or a (G,) bool tensor on the CPU."""
+    if gtIgnore is None:
+        return None
+    gtIgnore = torch.as_tensor(gtIgnore, dtype=torch.bool).reshape(-1).cpu()
+    assert gtIgnore.shape[0] == gts.shape[0], (gtIgnore.shape, gts.shape)
+    return gtIgnore
+
+
 def matchDetections(preds, gts, iouThresholds):
     """Greedy pycocotools-style matching (see module docstring).
 
@@ -160,13 +214,15 @@ def _vocAp(tpSorted, numGt):
     return ap, precision, recall
 
 
-def _cocoAp(tpSorted, numGt):
-    """101-point interpolated AP as COCOeval.accumulate: tpSorted (n, T) bool -> (T,) float64."""
+def _cocoAp(tpSorted, numGt, fpSorted=None):
+    """101-point interpolated AP as COCOeval.accumulate: tpSorted (n, T) bool -> (T,) float64. fpSorted (n, T) bool:
+    the false positives (default: every detection that is not a true positive; ignored detections are neither)."""
     numDets, numThresholds = tpSorted.shape
     if numDets == 0:
         return torch.zeros(numThresholds, dtype=torch.float64, device=tpSorted.device)
+    fpSorted = ~tpSorted if fpSorted is None else fpSorted
     truePositives = torch.cumsum(tpSorted.double(), 0).T.contiguous()  # (T, n)
-    falsePositives = torch.cumsum((~tpSorted).double(), 0).T
+    falsePositives = torch.cumsum(fpSorted.double(), 0).T
     recall = truePositives / numGt
     precision = truePositives / (falsePositives + truePositives + torch.finfo(torch.float64).eps)
     envelope = torch.flip(torch.cummax(torch.flip(precision, [1]), 1).values, [1])  # (T, n)
@@ -176,7 +232,8 @@ def _cocoAp(tpSorted, numGt):
     return sampled.mean(1)
 
 
-def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0.5, scoreThreshold=0.25):
+def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0.5, scoreThreshold=0.25,
+               gtIgnore=None):
     """Per-class and mean AP, VOC and COCO style (definitions in the module docstring).
 
     Args:
@@ -187,6 +244,7 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
         maxDetsPerImage: COCO cap on detections per image and class (highest scores kept).
         vocIou: IoU threshold of the VOC AP, the curves and prAtThreshold.
         scoreThreshold: confidence threshold of prAtThreshold.
+        gtIgnore: optional (G,) bool, True for ground truths to ignore (VOC difficult; see the module docstring).
     Returns a dict (tensors float64 on CPU; AP of a class without gt is NaN):
         "ap50Voc", "ap50Coco", "ap5095": (nc,) AP; "apCoco": (nc, T) COCO AP per IoU threshold;
         "iouThresholds": (T,); "numGt": (nc,) long; "hasGt": (nc,) bool;
@@ -199,6 +257,7 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
     """
     preds, gts = _checkInputs(preds, gts)
     preds, gts = preds.cpu(), gts.cpu()
+    gtIgnore = _checkIgnore(gtIgnore, gts)
     if iouThresholds is None:
         iouThresholds = COCO_IOU_THRESHOLDS
     iouThresholds = torch.as_tensor(iouThresholds, dtype=torch.float64).reshape(-1)
@@ -207,9 +266,12 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
         if tensor.shape[0] and (classes.min() < 0 or classes.max() >= nc):
             raise ValueError(f"{name} has class indexes in [{classes.min():.0f}, {classes.max():.0f}], expected [0, {nc})")
 
-    matchedGt, rank = _greedyMatch(preds, gts, torch.cat([iouThresholds, iouThresholds.new_tensor([vocIou])]))
+    matchedGt, rank, ignored = _matchWithIgnored(preds, gts, gtIgnore,
+                                                 torch.cat([iouThresholds, iouThresholds.new_tensor([vocIou])]))
     tp = matchedGt >= 0  # (P, T + 1), last column at vocIou
-    numGt = torch.bincount(gts[:, 1].long(), minlength=nc)  # (nc,)
+    fp = ~tp & ~ignored
+    counted = gts[:, 1] if gtIgnore is None else gts[~gtIgnore, 1]
+    numGt = torch.bincount(counted.long(), minlength=nc)  # (nc,)
     hasGt = numGt > 0
 
     # detections ordered by (class, -score, image, input order), as COCOeval.accumulate and VOC sort them
@@ -228,6 +290,8 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
     for classIndex in range(nc):
         classOrder = order[start:start + classCount[classIndex]]  # (n,) this class, descending score
         start += classCount[classIndex]
+        classOrderAll = classOrder
+        classOrder = classOrder[~ignored[classOrder, -1]]  # VOC: detections ignored at vocIou leave the list
         tpVoc = tp[classOrder, -1]
         aboveThreshold = preds[classOrder, 2] >= scoreThreshold
         numTpAbove = int(tpVoc[aboveThreshold].sum())
@@ -241,8 +305,8 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
         precisionCurves.append(precision)
         recallCurves.append(recall)
         thresholdRecall[classIndex] = numTpAbove / classGt
-        keep = rank[classOrder] < maxDetsPerImage
-        apCoco[classIndex] = _cocoAp(tp[classOrder[keep], :-1], classGt)
+        keep = classOrderAll[rank[classOrderAll] < maxDetsPerImage]  # the cap counts ignored detections too
+        apCoco[classIndex] = _cocoAp(tp[keep, :-1], classGt, fp[keep, :-1])
 
     def meanOverGt(values):
         return float(values[hasGt].mean()) if bool(hasGt.any()) else 0.0

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from misc.misc import MarsError
+
 PAD_COLOR = 114  # gray value of letterbox padding (as YOLOv8)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes that Mars looks for
 AREA_SHRINK = 0.5  # resize with INTER_AREA (anti-aliased) when shrinking below this scale
@@ -39,6 +41,27 @@ def letterbox(imageBgr, outShape, color=PAD_COLOR):
     image = cv2.copyMakeBorder(imageBgr, padTop, h - newH - padTop, padLeft, w - newW - padLeft,
                                cv2.BORDER_CONSTANT, value=(color, color, color))
     return image, scale, (padLeft, padTop)
+
+
+def imreadBgr(path):
+    """cv2.imread as uint8 (H, W, 3) BGR (grey, 16-bit and RGBA files converted); MarsError naming the file when it
+    cannot be decoded."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise MarsError("image {} cannot be decoded (missing, truncated or not an image); replace it, or remove it "
+                        "(and its line in the split file)".format(path))
+    return image
+
+
+def networkInput(imageBgr, inputShape):
+    """The one path from a decoded image to a network input (evaluation, -predict, -inspect).
+
+    imageBgr: uint8 (H0, W0, 3) BGR as imreadBgr returns it; inputShape: (h, w) network-input pixels.
+    Returns image uint8 tensor (3, h, w) RGB (letterboxed; the trainer's imagesToDevice makes it float in [0, 1]),
+    scale (float) and pad (padLeft, padTop) of the letterbox (boxesFromLetterbox maps detections back).
+    """
+    image, scale, pad = letterbox(imageBgr, inputShape)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[::-1])), scale, pad  # BGR -> RGB, (3, h, w)
 
 
 def _offset(boxesXyxy, pad):

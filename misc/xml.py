@@ -4,7 +4,7 @@ A VOC file looks like
 
     <annotation>
       <size><width>800</width><height>800</height><depth>3</depth></size>
-      <object><name>A1</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>60</xmax><ymax>90</ymax></bndbox></object>
+      <object><name>A1</name><difficult>0</difficult><bndbox><xmin>10</xmin>...<ymax>90</ymax></bndbox></object>
       ...
     </annotation>
 
@@ -29,14 +29,24 @@ def _number(element, tag, path, what):
         raise MarsError("annotation file {}: {} <{}> is {!r}, not a number".format(path, what, tag, text.strip())) from e
 
 
-def readVocXml(path):
+def _flag(element, tag):
+    """VOC 0/1 flag element/tag as a bool: '1' (or any non-zero number) is True; missing or empty is False."""
+    text = (element.findtext(tag) or "").strip()
+    try:
+        return float(text) != 0 if text else False
+    except ValueError:
+        return text.lower() == "true"
+
+
+def readVocXml(path, withDifficult=False):
     """Read one Pascal VOC annotation file.
 
     Returns:
         width, height: image size in pixels from <size>, or (None, None) when <size> is missing or zero
             (the caller then reads the image itself).
         objects: list of (className, x0, y0, x1, y1), coordinates as floats in original-image pixels,
-            exactly as written (no clipping, no 1-based correction).
+            exactly as written (no clipping, no 1-based correction); with withDifficult, (className, x0, y0, x1,
+            y1, difficult) where difficult is the object's <difficult> flag as a bool (missing = False).
     Raises MarsError naming the file for a missing file, a DOCTYPE/ENTITY declaration, malformed XML,
     or an <object> without <name> or <bndbox>.
     """
@@ -72,6 +82,7 @@ def readVocXml(path):
         if box is None:
             raise MarsError("annotation file {}: object #{} ({}) has no <bndbox>".format(path, index, name.strip()))
         what = "object #{} ({})".format(index, name.strip())
-        objects.append((name.strip(), _number(box, "xmin", path, what), _number(box, "ymin", path, what),
-                        _number(box, "xmax", path, what), _number(box, "ymax", path, what)))
+        row = (name.strip(), _number(box, "xmin", path, what), _number(box, "ymin", path, what),
+               _number(box, "xmax", path, what), _number(box, "ymax", path, what))
+        objects.append(row + (_flag(obj, "difficult"),) if withDifficult else row)
     return width, height, objects

@@ -161,8 +161,9 @@ def testReportFiles(tmp_path):
 # ---------------------------------------------------------------- parity with pycocotools
 
 
-def cocoEval(preds, gts, numImages, nc):
-    """pycocotools AP: returns (stats[0], stats[1], per-class AP50:95 (nc,), per-class AP50 (nc,)); -1 = no gt."""
+def cocoEval(preds, gts, numImages, nc, gtIgnore=None):
+    """pycocotools AP: returns (stats[0], stats[1], per-class AP50:95 (nc,), per-class AP50 (nc,)); -1 = no gt.
+    gtIgnore: (G,) bool, ground truths given to pycocotools as iscrowd (its ignore semantics)."""
     requireOracle("pycocotools")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -175,7 +176,8 @@ def cocoEval(preds, gts, numImages, nc):
     for index, row in enumerate(gts.tolist()):
         box = xywh(row[2:])
         annotations.append({"id": index + 1, "image_id": int(row[0]) + 1, "category_id": int(row[1]) + 1,
-                            "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+                            "bbox": box, "area": box[2] * box[3],
+                            "iscrowd": int(gtIgnore[index]) if gtIgnore is not None else 0})
     cocoGt = COCO()
     cocoGt.dataset = {
         "images": [{"id": i + 1, "width": 1000, "height": 1000} for i in range(numImages)],
@@ -227,9 +229,9 @@ def randomSet(seed, numImages=30, nc=5, classWithoutGt=None, scoreDecimals=None)
     return preds, torch.tensor(gts, dtype=torch.float64).reshape(-1, 6)
 
 
-def assertCocoParity(preds, gts, numImages, nc):
-    stats0, stats1, perClass5095, perClass50 = cocoEval(preds, gts, numImages, nc)
-    result = computeMap(preds, gts, nc)
+def assertCocoParity(preds, gts, numImages, nc, gtIgnore=None):
+    stats0, stats1, perClass5095, perClass50 = cocoEval(preds, gts, numImages, nc, gtIgnore)
+    result = computeMap(preds, gts, nc, gtIgnore=gtIgnore)
     hasGt = result["hasGt"]
     assert (perClass5095 > -1).tolist() == hasGt.tolist()
     assert torch.allclose(result["ap5095"][hasGt], perClass5095[hasGt], atol=1e-6, rtol=0)
@@ -273,3 +275,31 @@ def testCocoParityMaxDets():
     result = assertCocoParity(preds, gts, numImages=2, nc=1)
     uncapped = computeMap(preds, gts, nc=1, maxDetsPerImage=1000)
     assert uncapped["ap5095"][0] != result["ap5095"][0]  # the cap matters in this case
+
+
+# ---------------------------------------------------------------- ignored ground truths (VOC difficult)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def testCocoParityWithIgnoredGts(seed):
+    """Difficult objects = pycocotools' iscrowd: detections on them are neither TP nor FP, they are not counted."""
+    preds, gts = randomSet(seed)
+    gtIgnore = torch.rand(gts.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.3
+    result = assertCocoParity(preds, gts, numImages=30, nc=5, gtIgnore=gtIgnore)
+    plain = computeMap(preds, gts, 5)
+    assert result["numGt"].sum() == (~gtIgnore).sum() and plain["numGt"].sum() == gts.shape[0]
+    assert result["mAP5095"] != pytest.approx(plain["mAP5095"], abs=1e-4)  # the flags change the numbers
+
+
+def testDetectionOnIgnoredGtCountsNeitherWay():
+    """One regular and one difficult object, a detection on each, the one on the difficult object scored higher:
+    ignored, it leaves AP at 1.0; a false positive there would halve the VOC AP."""
+    gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (50, 50, 60, 60))], dtype=torch.float64)
+    preds = torch.tensor([pred(0, 0, 0.9, (50, 50, 60, 60)), pred(0, 0, 0.8, (0, 0, 10, 10))], dtype=torch.float64)
+    ignore = torch.tensor([False, True])
+    result = computeMap(preds, gts, 1, gtIgnore=ignore)
+    assert result["numGt"].tolist() == [1]
+    assert result["mAP50"] == pytest.approx(1.0) and result["mAP5095"] == pytest.approx(1.0)
+    assert computeMap(preds, gts, 1)["numGt"].tolist() == [2]
+    # the difficult box ignored as a ground truth would make the first detection a false positive: AP 0.5
+    assert computeMap(preds, gts[:1], 1)["mAP50"] == pytest.approx(0.5)

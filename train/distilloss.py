@@ -98,6 +98,12 @@ class DistillationDetectionLoss(object):
         self.distilParts = torch.zeros(2)
 
     def __call__(self, outputs, targets):
+        """Float32 whatever the caller's autocast (as DetectionLoss)."""
+        device = (outputs["preds"] if isinstance(outputs, dict) else outputs)[0].device
+        with torch.autocast(device.type, enabled=False):
+            return self.compute(outputs, targets)
+
+    def compute(self, outputs, targets):
         if not isinstance(outputs, dict):  # eval-mode student: plain head outputs
             loss = self.detection(outputs, targets)
             self.parts, self.distilParts = self.detection.parts, torch.zeros(2)

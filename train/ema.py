@@ -4,24 +4,38 @@ import math
 
 import torch
 
+NOMINAL_BATCH_SIZE = 64  # images: the EMA is counted in units of this many images, whatever the batch size
+
 
 class ModelEma(object):
-    """ema = d * ema + (1 - d) * model over floating-point parameters and buffers, with d ramped up as
-    decay * (1 - exp(-updates / tau)) so early averages are not dominated by the random initialisation."""
+    """ema = d * ema + (1 - d) * model over floating-point parameters and buffers (integer buffers are copied).
 
-    def __init__(self, model, decay=0.9999, tau=2000.0, updates=0):
+    The average is counted in images, not optimizer steps, so its horizon in epochs does not depend on the batch
+    size or the number of ranks (as Ultralytics, which averages once per 64 images): after a step of n images,
+    updates += n / nominalBatchSize, d = decay * (1 - exp(-updates / tau)) per nominal batch, and the step applies
+    d ** (n / nominalBatchSize). Four steps of 16 images move the average exactly as one step of 64 would with the
+    same weights.
+    """
+
+    def __init__(self, model, decay=0.9999, tau=2000.0, updates=0.0, nominalBatchSize=NOMINAL_BATCH_SIZE):
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
-        self.decay, self.tau, self.updates = decay, tau, updates
+        self.decay, self.tau, self.updates = decay, tau, float(updates)
+        self.nominalBatchSize = nominalBatchSize
+
+    def stepDecay(self, numImages):
+        """Advance the update count by numImages and return the decay of this step (the weight kept by the average)."""
+        fraction = numImages / self.nominalBatchSize
+        self.updates += fraction
+        return (self.decay * (1 - math.exp(-self.updates / self.tau))) ** fraction
 
     @torch.no_grad()
-    def update(self, model, skipped=None):
-        """One averaging step towards model's current state.
+    def update(self, model, skipped=None, numImages=NOMINAL_BATCH_SIZE):
+        """One averaging step towards model's current state, for a training step of numImages images (all ranks).
 
         skipped: optional 0-dim bool tensor on the model's device, True when the training step was skipped: the
-        average then stays as it is. It is applied on the device (weight 0), so nothing is read on the host."""
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        average then stays as it is (the update count still advances; nothing is read on the host)."""
+        d = self.stepDecay(numImages)
         weight = 1 - d if skipped is None else (~skipped).float() * (1 - d)
         modelState = model.state_dict()
         averaged, current, counters, counterValues = [], [], [], []

@@ -65,7 +65,10 @@ class DetectionLoss(object):
         return self.cached(("proj", device), lambda: torch.arange(self.regMax, device=device, dtype=torch.float32))
 
     def __call__(self, preds, targets):
-        parts = self.computeParts(preds, targets)
+        """The loss in float32 whatever the caller's autocast: anchors, box decoding, IoU and the assigner in a
+        low-precision dtype would move boxes by pixels (bf16 keeps 8 bits of mantissa)."""
+        with torch.autocast(preds[0].device.type, enabled=False):
+            parts = self.computeParts([p.float() for p in preds], targets)
         self.parts = parts.detach()
         weights = self.cached(("weights", parts.device), lambda: torch.tensor(self.lossWeights, device=parts.device))
         return (parts * weights).sum() * preds[0].shape[0]

@@ -2,6 +2,14 @@
 import math
 
 WARMUP_MOMENTUM = 0.8  # SGD momentum at the start of warm-up
+MIN_WARMUP_ITERATIONS = 100  # warm-up lasts at least this many iterations (as Ultralytics), at most half the run
+
+
+def warmupIterations(warmupEpochs, itersPerEpoch, totalIters):
+    """max(warmupEpochs epochs, 100 iterations), at most half the run; 0 when warmupEpochs is 0."""
+    if warmupEpochs <= 0:
+        return 0
+    return min(max(round(warmupEpochs * itersPerEpoch), MIN_WARMUP_ITERATIONS), totalIters // 2)
 
 
 class LearningRateSchedule(object):
@@ -10,7 +18,7 @@ class LearningRateSchedule(object):
     def __init__(self, mcfg, itersPerEpoch):
         self.base, self.min = mcfg.baseLearningRate, mcfg.minLearningRate
         self.total = max(1, mcfg.maxEpoch * itersPerEpoch)
-        self.warmup = min(round(mcfg.warmupEpochs * itersPerEpoch), self.total // 2)
+        self.warmup = warmupIterations(mcfg.warmupEpochs, itersPerEpoch, self.total)
         self.warmupBias = mcfg.warmupBiasLearningRate
         self.momentum = mcfg.optimizerMomentum
         self.cosine = mcfg.schedulerType.upper() == "COS"

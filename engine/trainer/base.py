@@ -28,6 +28,8 @@ from train.opt import makeOptimizer
 from train.sched import LearningRateSchedule
 
 LAST_FILE, BEST_FILE, INFO_FILE = "last_epoch_weights.pth", "best_weights.pth", "info.txt"
+FITNESS_WEIGHTS = (0.1, 0.9)  # best checkpoint: 0.1 * COCO AP50 + 0.9 * AP50:95 on the validation split (as Ultralytics)
+SKIP_BEST = "skip"  # saveState's metric for an epoch without a measurement
 LOG_EVERY = 10  # steps between progress-bar reads of the loss (each read waits for the device)
 CURVES_EVERY = 10.0  # seconds: curves.png is redrawn after an epoch at most this often, and after the last epoch
 
@@ -66,6 +68,24 @@ def setRngStates(states):
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def fitness(result):
+    """Evaluator result -> FITNESS_WEIGHTS . (mAP50 COCO, mAP50-95), the number the best checkpoint maximises."""
+    return FITNESS_WEIGHTS[0] * result["mAP50Coco"] + FITNESS_WEIGHTS[1] * result["mAP5095"]
+
+
+def testFault():
+    """Test-only hook: MARS_TEST_FAULT='SIGNAL@STEP' (e.g. 'SIGKILL@7') makes the trainer send itself that signal
+    right after the optimizer step of that global step index (0-based, counted over epochs), so crash and resume
+    tests reach the same moment on any machine. Returns (signal number, step) or None when unset."""
+    value = os.environ.get("MARS_TEST_FAULT")
+    if not value:
+        return None
+    name, _, step = value.partition("@")
+    if not hasattr(signal, name) or not step.isdigit():
+        raise MarsError("MARS_TEST_FAULT={!r} must look like SIGTERM@7 (a test-only hook); unset it".format(value))
+    return int(getattr(signal, name)), int(step)
 
 
 def finiteState(stateDict):
@@ -109,6 +129,10 @@ class BaseTrainer(object):
         self.stopSignal, self.lastCurves = None, 0.0
         self.skips = torch.zeros(3, device=self.device)  # non-finite steps: in all, in a row now, longest run
         self.skipsReported = 0
+        self.normBuffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                            for b in m.buffers()]  # running mean / var / count: a skipped step puts them back
+        self.normStash = [b.clone() for b in self.normBuffers]
+        self.fault = testFault()
 
     # --- checkpoints -----------------------------------------------------
     def checkpoint(self, epochsDone, batchesDone=0, partialParts=None):
@@ -141,11 +165,13 @@ class BaseTrainer(object):
                                                   ", batch {}".format(self.batchesDone + 1) if self.batchesDone else ""))
 
     def saveState(self, epochsDone, batchesDone=0, partialParts=None, metric=None):
-        """Write last (full state) and, at an epoch end, best (EMA weights) when metric improved, plus info.txt."""
+        """Write last (full state) and, at an epoch end, best (EMA weights) when metric improved (metric None: every
+        epoch is the best; SKIP_BEST: not measured this epoch, best stays), plus info.txt."""
         if not finiteState(self.model.state_dict()) or not finiteState(self.ema.module.state_dict()):
             raise MarsError("weights became non-finite at epoch {}; nothing was saved over the last good checkpoint. "
                             "Lower mcfg.baseLearningRate".format(epochsDone + 1))
-        if batchesDone == 0 and (metric is None or self.bestMetric is None or metric > self.bestMetric):
+        if batchesDone == 0 and metric is not SKIP_BEST and (metric is None or self.bestMetric is None or
+                                                              metric > self.bestMetric):
             self.bestMetric = metric
             atomicTorchSave(self.ema.module.state_dict(), os.path.join(self.cacheDir, BEST_FILE))
         atomicTorchSave(self.checkpoint(epochsDone, batchesDone, partialParts), os.path.join(self.cacheDir, LAST_FILE))
@@ -202,33 +228,57 @@ class BaseTrainer(object):
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    def setMosaic(self, epoch):
+        """Mosaic (mcfg.mosaic) for all but the last mcfg.closeMosaicEpochs epochs. Loader workers hold their own copy
+        of the dataset, so the loader is rebuilt around the same dataset when the value changes."""
+        dataset = self.trainLoader.dataset
+        wanted = float(self.mcfg.mosaic) if dataset.augment and epoch < self.mcfg.maxEpoch - self.mcfg.closeMosaicEpochs else 0.0
+        if wanted != dataset.mosaic:
+            dataset.mosaic = wanted
+            self.trainLoader = makeDataLoader(self.mcfg, self.mcfg.trainSplitName, train=True, dataset=dataset)
+            log("mosaic {} from epoch {}".format("on ({})".format(wanted) if wanted else "off", epoch + 1))
+
+    def evaluationDue(self, epoch):
+        """mAP on the validation split every mcfg.evalEveryEpochs epochs and always after the last one."""
+        every = self.mcfg.evalEveryEpochs
+        return self.evaluator is not None and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.mcfg.maxEpoch)
+
     def runEpoch(self, epoch):
+        """Train one epoch, then (rank 0) validate, evaluate, save. The best checkpoint is chosen by fitness
+        (FITNESS_WEIGHTS . (COCO AP50, AP50:95) on the validation split) when mAP is measured (mcfg.evalEveryEpochs),
+        else by validation loss (mcfg.epochValidation), else it is the last epoch."""
         started = time.time()
         frozen = epoch in self.mcfg.backboneFreezeEpochs
         self.model.freezeBackbone() if frozen else self.model.unfreezeBackbone()
         self.wrapModel(frozen)
+        self.setMosaic(epoch)
         self.seedEpoch(epoch)
-        trainParts, lr = self.trainEpoch(epoch, frozen)
+        trainParts, lr, dataSeconds = self.trainEpoch(epoch, frozen)
         row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
-               "lr": lr, "frozen": int(frozen)}
-        metric = None
+               "lr": lr, "frozen": int(frozen), "trainSeconds": time.time() - started, "dataSeconds": dataSeconds}
         if not self.isMain:  # rank 0 validates, evaluates and saves
             return
+        validationStarted, metric = time.time(), None
         if self.validationLoader is not None:
             valParts = self.validate()
             row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
-            metric = -float(sum(w * p for w, p in zip(self.mcfg.lossWeights, valParts)))
-        if self.evaluator is not None and self.mcfg.evalEveryEpochs > 0 and \
-                ((epoch + 1) % self.mcfg.evalEveryEpochs == 0 or epoch + 1 == self.mcfg.maxEpoch):
+            if self.mcfg.evalEveryEpochs <= 0:
+                metric = -float(sum(w * p for w, p in zip(self.mcfg.lossWeights, valParts)))
+        if self.evaluationDue(epoch):
             result = self.evaluator.evaluate(self.ema.module, self.mcfg.validationSplitName)
-            row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"])
-            metric = result["mAP50"]
+            metric = fitness(result)
+            row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"], fitness=metric)
+            log("validation: mAP50={:.3f} mAP50-95={:.3f} fitness={:.4f}".format(result["mAP50"], result["mAP5095"], metric))
+        elif self.mcfg.evalEveryEpochs > 0:
+            metric = SKIP_BEST  # no measurement this epoch: best stays
+        row["validationSeconds"] = time.time() - validationStarted
         row["seconds"] = time.time() - started
         self.history.append(row)
         self.saveEpoch(epoch + 1, metric)
 
     def trainEpoch(self, epoch, frozen):
-        """One pass over the training split -> (mean unweighted box, cls, dfl loss, last lr)."""
+        """One pass over the training split -> (mean unweighted box, cls, dfl loss, last lr, seconds spent waiting for
+        the loader)."""
         self.model.train()
         numBatches = len(self.trainLoader)
         total = torch.zeros(3, device=self.device)  # read on the host only every LOG_EVERY steps
@@ -237,14 +287,17 @@ class BaseTrainer(object):
             total += torch.as_tensor(self.partialParts, device=self.device)
         bar = tqdm(self.trainLoader, desc="epoch {}/{}".format(epoch + 1, self.mcfg.maxEpoch), leave=True,
                    dynamic_ncols=True, mininterval=0.5, disable=not self.isMain)
-        lr = 0.0
+        lr, dataSeconds, waitStarted = 0.0, 0.0, time.perf_counter()
         for i, (images, targets, _) in enumerate(bar):
+            dataSeconds += time.perf_counter() - waitStarted  # the step waited this long for the loader
             if i < skip:
                 if i + 1 == skip:
                     setRngStates(self.resumeRng[0])
                     self.trainLoader.dataset.rng.bit_generator.state = self.resumeRng[1]
                 continue
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
+            if self.fault is not None and self.fault[1] == epoch * numBatches + i:
+                os.kill(os.getpid(), self.fault[0])  # test-only (MARS_TEST_FAULT): a signal right after this step
             read = i % LOG_EVERY == 0 or i + 1 == numBatches
             if read:
                 self.report(bar, total / (i + 1), lr, frozen, epoch * numBatches + i)
@@ -256,7 +309,8 @@ class BaseTrainer(object):
                     "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
                                                os.path.join(self.cacheDir, LAST_FILE)))
                 raise TrainingInterrupted(self.stopSignal)
-        return (total / max(1, numBatches)).tolist(), lr
+            waitStarted = time.perf_counter()
+        return (total / max(1, numBatches)).tolist(), lr, dataSeconds
 
     def trainStep(self, step, images, targets, total):
         """One optimizer step; adds the unweighted loss parts to total (on the device). Returns the lr used.
@@ -266,6 +320,7 @@ class BaseTrainer(object):
         identically on every rank."""
         lr = self.schedule.apply(self.optimizer, step)
         images = imagesToDevice(images, self.device, self.channelsLast)
+        torch._foreach_copy_(self.normStash, self.normBuffers)  # BatchNorm statistics before this step's forward
         with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
             loss = self.loss(self.forward(images), targets) * self.worldSize  # DDP averages gradients over ranks
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,13 +332,20 @@ class BaseTrainer(object):
         self.optimizer.found_inf = skipped.float()
         self.optimizer.step()
         self.scaler.update()  # fp16: lowers the scale after an overflow
-        self.ema.update(self.model, skipped)
+        self.ema.update(self.model, skipped, images.shape[0] * self.worldSize)
+        self.restoreNormStatistics(skipped)
         total += torch.where(skipped, torch.zeros_like(self.loss.parts), self.loss.parts)
         # count non-finite losses (an fp16 overflow the scaler handles is not one): in all, in a row, longest run
         counted = badLoss if self.scaler.is_enabled() else skipped
         inRow = (self.skips[1] + 1) * counted
         self.skips.copy_(torch.stack((self.skips[0] + counted, inRow, torch.maximum(self.skips[2], inRow))))
         return lr
+
+    def restoreNormStatistics(self, skipped):
+        """A skipped step's forward already moved the BatchNorm running statistics (with a non-finite batch: to NaN);
+        put back their values from before the step, decided on the device (no host read)."""
+        for buffer, before in zip(self.normBuffers, self.normStash):
+            buffer.copy_(torch.where(skipped, before, buffer))
 
     def report(self, bar, meanParts, lr, frozen, step):
         """The periodic host read: progress bar, and the non-finite steps counted since the last read."""

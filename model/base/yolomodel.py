@@ -98,7 +98,10 @@ class YoloModel(nn.Module):
 
     def loadBackbone(self, path):
         """Load a backbone-only state dict (keys 'backbone.*', as written by tools/convert.py --backbone-only)."""
-        stateDict = safeTorchLoad(path, "pretrained backbone (mcfg.pretrainedBackboneUrl)")
+        letter = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}.get(self.phase, "n")
+        stateDict = safeTorchLoad(path, "pretrained backbone (mcfg.pretrainedBackboneUrl)",
+                                  "make it from an official checkpoint: python tools/convert.py yolov8{}.pt {} "
+                                  "--backbone-only".format(letter, path))
         requireStateDict(stateDict, "pretrained backbone {} (mcfg.pretrainedBackboneUrl)".format(path))
         stateDict = {k: v for k, v in stateDict.items() if k.startswith("backbone.")}
         checkStateDictShapes(self, stateDict, "pretrained backbone {} (mcfg.pretrainedBackboneUrl)".format(path), "backbone.")
