@@ -134,26 +134,30 @@ def demoConfig(root, inputShape, batchSize, dcore=0, **fields):
     return mcfg.finalize()
 
 
-def writeYoloCopy(mcfg, splitName, folder):
-    """YOLO-format copy of a VOC split for Ultralytics: folder/images/<stem>.jpg (symlinks) and folder/labels/<stem>.txt
-    (class cx cy w h, normalised). Returns the images folder."""
-    from dl.vocdataset import readSplitFile
-    classIndex = {name: i for i, name in enumerate(mcfg.classList)}
+def writeYoloCopy(mcfg, splitName, folder, train=True):
+    """YOLO-format copy of a VOC split for Ultralytics, made from Mars's own parsed data set (so both train on the same
+    targets: class selection, clipping, VOC difficult left out as Ultralytics' VOC conversion does):
+    folder/images/<name> (symlinks) and folder/labels/<stem>.txt (class cx cy w h, normalised). Returns the list of
+    image paths in folder/images."""
+    from dl.vocdataset import VocDataset
+    dataset = VocDataset(mcfg, splitName, train=train)
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     os.makedirs(os.path.join(folder, "labels"), exist_ok=True)
-    for stem in readSplitFile(mcfg.subsetMap[splitName]):
-        root = ET.parse(os.path.join(mcfg.annotationDir, stem + ".xml")).getroot()
-        width, height = float(root.find("size/width").text), float(root.find("size/height").text)
-        lines = []
-        for obj in root.iter("object"):
-            box = obj.find("bndbox")
-            x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
-            lines.append("{} {:.6f} {:.6f} {:.6f} {:.6f}".format(classIndex[obj.find("name").text], (x0 + x1) / 2 / width,
-                                                                 (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height))
-        os.symlink(os.path.join(mcfg.imageDir, stem + mcfg.suffix), os.path.join(folder, "images", stem + mcfg.suffix))
-        with open(os.path.join(folder, "labels", stem + ".txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return os.path.join(folder, "images")
+    paths = []
+    for imagePath, (height, width), classes, boxes, difficult in zip(dataset.imagePaths, dataset.origShapes,
+                                                                     dataset.classIndexes, dataset.boxesXyxy,
+                                                                     dataset.difficult):
+        name = os.path.basename(imagePath)
+        lines = ["{} {:.6f} {:.6f} {:.6f} {:.6f}".format(int(c), (x0 + x1) / 2 / width, (y0 + y1) / 2 / height,
+                                                         (x1 - x0) / width, (y1 - y0) / height)
+                 for c, (x0, y0, x1, y1) in zip(classes[~difficult], boxes[~difficult])]
+        link = os.path.join(folder, "images", name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(imagePath), link)
+        with open(os.path.join(folder, "labels", os.path.splitext(name)[0] + ".txt"), "w") as f:
+            f.write("\n".join(lines) + ("\n" if lines else ""))
+        paths.append(link)
+    return paths
 
 
 def referenceModel(nc):

@@ -1,10 +1,11 @@
-"""Tags shared by every cfgops file: a phase name, `cuda@N`, `cpu`, `batch@N`, `epoch@N`."""
+"""Tags shared by every cfgops file: a phase name, `cuda@N`, `cpu`, `batch@N`, `epoch@N`, `size@N` (input N x N
+pixels, a multiple of 32), `seed@N`."""
 import os
 
 from config.mconfig import PHASES
 from misc.misc import MarsError
 
-COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N"]
+COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N", "size@N", "seed@N"]
 
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "pretrained",
@@ -25,13 +26,17 @@ def applyCommonTags(mcfg, tags, fileTags, cfgFile):
             mcfg.phase = tag
         elif tag == "cpu":
             mcfg.device = "cpu"
-        elif name in ("cuda", "batch", "epoch") and value.isdigit():
+        elif name in ("cuda", "batch", "epoch", "size", "seed") and value.isdigit():
             if name == "cuda":
                 mcfg.device = "cuda:{}".format(value)
             elif name == "batch":
                 mcfg.batchSize = int(value)
-            else:
+            elif name == "epoch":
                 mcfg.maxEpoch = int(value)
+            elif name == "size":
+                mcfg.inputShape = (int(value), int(value))
+            else:
+                mcfg.seed = int(value)
         elif tag not in fileTags:
             raise MarsError("cfgops/{}.py has no tag {!r}; tags: {}".format(cfgFile, tag, ", ".join(list(fileTags) + COMMON_TAGS)))
     return mcfg

@@ -1,0 +1,212 @@
+"""Mars against Ultralytics on the same data, in one run: accuracy and the time of an epoch.
+
+    python bench/versus.py [-root DIR] [--cfg demo.nano.full] [--size 160] [--epochs 12] [--batch 16] [--seed 0]
+                           [--ultralytics-recipe default|mars|both]
+
+Both train the same network from scratch (YOLOv8, the config's phase) on the config's train split with the same input
+size, batch, epochs and seed, each with its own data pipeline, threads and validation:
+  * Mars: `python mars.py -cfg <cfg>.size@S.epoch@E.batch@B.seed@N -train -nobuf` (its defaults: torch's threads,
+    mcfg.dcore loader workers, validation mAP every mcfg.evalEveryEpochs epochs, best by fitness);
+  * Ultralytics: `YOLO("yolov8<n|s|..>.yaml").train(...)` on a YOLO-format copy of the same split (made from Mars's
+    parsed data set: class selection and VOC difficult as Mars trains them), validating on the config's validation
+    split -- with its own defaults (`default`: optimizer auto, mosaic 1.0, its threads and workers on a CPU) and/or
+    with Mars's recipe where it has the same knob (`mars`: SGD, lr, final lr, momentum, weight decay, warm-up, cosine,
+    mosaic, flip, HSV).
+Then every best checkpoint is evaluated by the same code on the config's test split: Mars's Evaluator (letterbox,
+NMS settings, VOC mAP50 and COCO mAP50-95 = pycocotools); Ultralytics' weights are converted exactly
+(tools/convert.py, tested to give identical outputs). Per model it prints mAP50, mAP50-95, seconds per epoch (mean
+over epochs 2..E, validation included; first epoch separately), the command's wall time and its peak memory (largest
+process RSS). Mars's epochs are broken down into step, loader wait and validation (results.csv columns).
+Last line, for scripts: `mAP50: mars=0.xxx ultralytics=0.xxx  epoch seconds: mars=... ultralytics=...` (the better
+Ultralytics recipe by mAP50). Run it alone on the machine: anything beside it skews both sides.
+"""
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+PHASE_LETTER = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}
+
+ULTRALYTICS_TRAIN = """
+import json, sys
+from ultralytics import YOLO
+args = json.loads(sys.argv[1])
+YOLO(args.pop("model")).train(**args)
+"""
+
+
+def parseArgs(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
+                        help="run root outside the code folder (default: $MARS_ROOT or ~/mars-runs)")
+    parser.add_argument("--cfg", default="demo.nano.full", help="Mars config name (its data, phase, recipe)")
+    parser.add_argument("--size", type=int, default=0, help="input size in pixels (0 = the config's)")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs (0 = the config's)")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (0 = the config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ultralytics-recipe", choices=("default", "mars", "both"), default="default")
+    parser.add_argument("--keep", action="store_true", help="keep the YOLO-format copy and Ultralytics' runs")
+    return parser.parse_args(argv)
+
+
+def measured(command, env=None):
+    """Run command (a list) through a child that reports the peak RSS of its children -> (exit code, wall seconds,
+    peak MiB). The wrapper keeps each command's peak apart from the other commands'."""
+    probe = ("import resource, subprocess, sys, json; code = subprocess.call(sys.argv[1:]); "
+             "print('__peak__' + json.dumps(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)")
+    started = time.time()
+    result = subprocess.run([sys.executable, "-c", probe] + command, env=env, stdout=subprocess.PIPE, text=True)
+    seconds = time.time() - started
+    peak = 0.0
+    for line in result.stdout.splitlines():
+        if line.startswith("__peak__"):
+            peak = json.loads(line[len("__peak__"):]) / 1024  # ru_maxrss is in KiB on Linux
+        else:
+            print(line)
+    return result.returncode, seconds, peak
+
+
+def marsRun(args, cfgname, root):
+    """Train Mars with its command line; -> (mcfg, wall seconds, peak MiB)."""
+    from factory.configfactory import makeConfig
+    from mars import userName
+    code, seconds, peak = measured([sys.executable, os.path.join(ROOT_DIR, "mars.py"), "-cfg", cfgname, "-root", root,
+                                    "-train", "-nobuf"], env=dict(os.environ, TQDM_DISABLE="1"))
+    if code != 0:
+        raise SystemExit("Mars training failed (exit {})".format(code))
+    return makeConfig(cfgname, root, userName()), seconds, peak
+
+
+def ultralyticsArgs(mcfg, args, data, project, recipe):
+    """Ultralytics train() arguments: the shared settings, plus Mars's recipe where Ultralytics has the knob."""
+    train = dict(model="yolov8{}.yaml".format(PHASE_LETTER[mcfg.phase]), data=data, epochs=mcfg.maxEpoch,
+                 imgsz=mcfg.inputShape[0], batch=mcfg.batchSize, seed=mcfg.seed, device="cpu", plots=False,
+                 project=project, name=recipe, exist_ok=True, pretrained=False, amp=False, verbose=False, val=True)
+    if recipe == "mars":
+        train.update(optimizer="SGD", lr0=mcfg.baseLearningRate, lrf=mcfg.minLearningRate / mcfg.baseLearningRate,
+                     momentum=mcfg.optimizerMomentum, weight_decay=mcfg.optimizerWeightDecay,
+                     warmup_epochs=mcfg.warmupEpochs, warmup_bias_lr=mcfg.warmupBiasLearningRate,
+                     cos_lr=mcfg.schedulerType.upper() == "COS", mosaic=mcfg.mosaic,
+                     close_mosaic=mcfg.closeMosaicEpochs, fliplr=mcfg.augFlip, hsv_h=mcfg.augHsv[0],
+                     hsv_s=mcfg.augHsv[1], hsv_v=mcfg.augHsv[2], scale=(mcfg.augScale[1] - mcfg.augScale[0]) / 2)
+    return train
+
+
+def ultralyticsRun(mcfg, args, folder, recipe):
+    """Train Ultralytics on a YOLO copy of the data; -> (best.pt path, results.csv path, wall seconds, peak MiB)."""
+    from benchutil import writeYoloCopy
+    data = os.path.join(folder, "data.yaml")
+    if not os.path.isfile(data):
+        lists = {}
+        for key, split in (("train", mcfg.trainSplitName), ("val", mcfg.validationSplitName)):
+            paths = writeYoloCopy(mcfg, split, os.path.join(folder, key), train=key == "train")
+            lists[key] = os.path.join(folder, key + ".txt")
+            with open(lists[key], "w") as f:
+                f.write("\n".join(paths) + "\n")
+        with open(data, "w") as f:
+            f.write("train: {}\nval: {}\nnames:\n{}".format(lists["train"], lists["val"], "".join(
+                "  {}: {}\n".format(i, name) for i, name in enumerate(mcfg.classList))))
+    project = os.path.join(folder, "runs")
+    train = ultralyticsArgs(mcfg, args, data, project, recipe)
+    env = dict(os.environ, YOLO_OFFLINE="1", TQDM_DISABLE="1")
+    code, seconds, peak = measured([sys.executable, "-c", ULTRALYTICS_TRAIN, json.dumps(train)], env=env)
+    if code != 0:
+        raise SystemExit("Ultralytics training failed (exit {})".format(code))
+    run = os.path.join(project, recipe)
+    return os.path.join(run, "weights", "best.pt"), os.path.join(run, "results.csv"), seconds, peak
+
+
+def readCsv(path):
+    with open(path) as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def epochSeconds(perEpoch):
+    """[seconds of epoch 1, 2, ...] -> (mean over epochs 2.., first epoch)."""
+    rest = perEpoch[1:] or perEpoch
+    return sum(rest) / len(rest), perEpoch[0]
+
+
+def evaluateMars(mcfg, stateDict):
+    """Test-split result of a Mars state dict through Mars's Evaluator."""
+    import torch
+    from engine.evaluator import Evaluator
+    from model.base.yolomodel import YoloModel
+    mcfg.pretrainedBackboneUrl = None
+    model = YoloModel(mcfg)
+    model.load_state_dict(stateDict)
+    torch.set_num_threads(os.cpu_count())
+    return Evaluator(mcfg).evaluate(model.eval(), mcfg.testSplitName)
+
+
+def main(argv=None):
+    args = parseArgs(argv)
+    from benchutil import machineLoad
+    from engine.trainer.base import BEST_FILE
+    from factory.configfactory import makeConfig
+    from tools.convert import convertStateDict, loadSource
+    import torch
+
+    root = os.path.abspath(os.path.expanduser(args.root))
+    base = makeConfig(args.cfg, root, "bench")  # the demo data is generated here, before any timing
+    tags = ["size@{}".format(args.size or base.inputShape[0]), "epoch@{}".format(args.epochs or base.maxEpoch),
+            "batch@{}".format(args.batch or base.batchSize), "seed@{}".format(args.seed)]
+    cfgname = ".".join([args.cfg] + tags)
+    print("bench/versus.py | {} | torch {} | {}".format(cfgname, torch.__version__, machineLoad()))
+    rows, breakdown = [], None
+
+    mcfg, wall, peak = marsRun(args, cfgname, root)
+    history = readCsv(os.path.join(mcfg.runDir(), "results.csv"))
+    perEpoch = [float(r["seconds"]) for r in history]
+    mean, first = epochSeconds(perEpoch)
+    breakdown = {k: sum(float(r[k] or 0) for r in history[1:] or history) / len(history[1:] or history)
+                 for k in ("trainSeconds", "dataSeconds", "validationSeconds")}
+    state = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), map_location="cpu", weights_only=True)
+    rows.append(("mars", "mars", evaluateMars(mcfg, state), mean, first, wall, peak))
+
+    folder = tempfile.mkdtemp(prefix="mars-versus-")
+    try:
+        recipes = ("default", "mars") if args.ultralytics_recipe == "both" else (args.ultralytics_recipe,)
+        for recipe in recipes:
+            best, results, wall, peak = ultralyticsRun(mcfg, args, folder, recipe)
+            times = [float(r["time"]) for r in readCsv(results)]  # cumulative seconds since its training started
+            mean, first = epochSeconds([b - a for a, b in zip([0.0] + times[:-1], times)])
+            converted, phase, nc, _ = convertStateDict(loadSource(best))
+            assert (phase, nc) == (mcfg.phase, mcfg.nc), (phase, nc)
+            rows.append(("ultralytics", recipe, evaluateMars(mcfg, converted), mean, first, wall, peak))
+    finally:
+        if args.keep:
+            print("kept {}".format(folder))
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    print("\n{} on the test split ({}), same evaluator for every row; epoch seconds include validation".format(
+        cfgname, mcfg.testSplitName))
+    print("{:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9}".format(
+        "model", "recipe", "mAP50", "mAP50-95", "epoch s", "1st ep s", "wall s", "peak MiB"))
+    for name, recipe, result, mean, first, wall, peak in rows:
+        print("{:<12} {:<8} {:>7.3f} {:>9.3f} {:>9.1f} {:>9.1f} {:>8.0f} {:>9.0f}".format(
+            name, recipe, result["mAP50"], result["mAP5095"], mean, first, wall, peak))
+    print("mars epoch (epochs 2..): step {trainSeconds:.1f} s, of which waiting for the loader {dataSeconds:.1f} s; "
+          "validation {validationSeconds:.1f} s".format(**breakdown))
+    ours = rows[0]
+    theirs = max(rows[1:], key=lambda r: r[2]["mAP50"])
+    print("mAP50: mars={:.3f} ultralytics={:.3f}  mAP50-95: mars={:.3f} ultralytics={:.3f}  epoch seconds: mars={:.1f} "
+          "ultralytics={:.1f}".format(ours[2]["mAP50"], theirs[2]["mAP50"], ours[2]["mAP5095"], theirs[2]["mAP5095"],
+                                      ours[3], theirs[3]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
