@@ -5,7 +5,7 @@ Data root: $MARS_DATA, else DATA_ROOT below. Expected layout:
 Tags: full (train from scratch, all classes), pretrained (stage 2: start from the official backbone converted to
 resources/pretrained/backbone/backbone_<phase>.pth, frozen for the first 10 epochs), teacher (labels of A1..A10 only), distillation (student on the
 small split with all 20 classes, taught by the teacher; CWD + response), ld (with distillation: localisation
-distillation of the box distributions instead of CWD), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
+distillation of the box distributions instead of CWD), mosaic (4-image mosaic, probability 1), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
 """
 import os
 
@@ -14,7 +14,7 @@ from config.tags import applyCommonTags, pretrainedBackbonePath
 from misc.misc import MarsError
 
 DATA_ROOT = os.path.join("~", "data", "MAR20")  # used when MARS_DATA is not set
-TAGS = ("full", "pretrained", "teacher", "distillation", "ld")
+TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic")
 
 
 def mcfg(tags):
@@ -31,6 +31,8 @@ def mcfg(tags):
     mcfg.batchSize = 16
     mcfg.paintImages = True
     applyCommonTags(mcfg, tags, TAGS, "c1")
+    if "mosaic" in tags:  # 4-image mosaic on every training sample (Ultralytics' default), off for the last 10 epochs
+        mcfg.mosaic = 1.0
     phase = mcfg.phase
 
     if "full" in tags:

@@ -1,13 +1,13 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
+Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath
 from misc.misc import MarsError
 
-TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "tiny")
+TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic", "tiny")
 
 
 def mcfg(tags):
@@ -30,6 +30,8 @@ def mcfg(tags):
         mcfg.inputShape, mcfg.batchSize, mcfg.maxEpoch, mcfg.dcore = (96, 96), 4, 2, 0
         mcfg.deterministic = True
     applyCommonTags(mcfg, tags, TAGS, "demo")
+    if "mosaic" in tags:  # 4-image mosaic on every training sample (Ultralytics' default), off for the last 10 epochs
+        mcfg.mosaic = 1.0
     phase = mcfg.phase
 
     if "pretrained" in tags:  # stage 2: an official backbone (tools/convert.py ... --backbone-only), frozen at first

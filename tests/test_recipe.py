@@ -245,3 +245,30 @@ def test_pretrainedTagPointsAtResourcesAndSaysHowToMakeTheFile(tmp_path):
     model = YoloModel(mcfg)
     saved = torch.load(mcfg.pretrainedBackboneUrl, weights_only=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+# ---------------------------------------------------------------- a skipped step leaves BatchNorm statistics alone
+
+
+def test_skippedStepRestoresBatchNormStatistics(tmp_path, monkeypatch):
+    """A NaN batch: the forward poisons every BatchNorm running mean/var, the step is skipped on the device, and the
+    statistics from before the step are put back (bitwise); a finite step after it moves them as usual."""
+    import engine.trainer.base as base
+    mcfg = tinyConfig(tmp_path, maxEpoch=1)
+    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer.model.train()
+    images, targets, _ = next(iter(trainer.trainLoader))
+    norms = {k: v.clone() for k, v in trainer.model.state_dict().items() if "running" in k or "num_batches" in k}
+    assert len(norms) > 100
+    toDevice = base.imagesToDevice
+    monkeypatch.setattr(base, "imagesToDevice", lambda *a, **k: toDevice(*a, **k) * float("nan"))
+    trainer.trainStep(0, images, targets, torch.zeros(3))
+    assert trainer.skips.tolist()[0] == 1.0
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in norms.items())
+    monkeypatch.setattr(base, "imagesToDevice", toDevice)
+    trainer.trainStep(1, images, targets, torch.zeros(3))
+    assert trainer.skips.tolist()[0] == 1.0
+    state = trainer.model.state_dict()
+    assert all(torch.isfinite(state[k]).all() for k in norms)
+    assert not torch.equal(state["backbone.stem.bn.running_mean"], norms["backbone.stem.bn.running_mean"])
