@@ -1,12 +1,9 @@
 """Never lose a run: exact resume after SIGKILL, SIGTERM saves and resumes exactly, safe loading, bad input."""
 import io
 import os
-import random
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,88 +16,131 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "demo.nano.tiny.epoch@3"  # deterministic, dcore 0, 4 batches per epoch
 
 
-def start(root):
+def start(root, fault=None):
+    """mars.py -train in a subprocess; fault: MARS_TEST_FAULT ('SIGKILL@5': that signal right after global step 5)."""
     env = dict(os.environ, USER="tester")
+    env.pop("MARS_TEST_FAULT", None)
+    if fault:
+        env["MARS_TEST_FAULT"] = fault
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "mars.py"), "-cfg", CFG, "-root", str(root), "-train"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process):
+    """Wait for a run; returns (exit code, stdout, stderr)."""
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
 
 
 def cacheDir(root):
     return os.path.join(str(root), "tester", CFG, "__cache__")
 
 
-def epochsDone(root):
-    info = os.path.join(cacheDir(root), "info.txt")
-    if not os.path.isfile(info):
-        return 0
-    found = re.search(r"epochsDone=(\d+)/", open(info).read())
-    return int(found.group(1)) if found else 0
-
-
-def waitForEpoch(root, epochs, process, timeout=300):
-    """Poll info.txt until it reports at least `epochs` finished epochs (a resumed run may start past them)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if epochsDone(root) >= epochs:
-            return
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        time.sleep(0.01)
-    raise AssertionError("epoch {} never finished".format(epochs))
+def lastCheckpoint(root):
+    return torch.load(os.path.join(cacheDir(root), "last_epoch_weights.pth"), weights_only=True)
 
 
 def finalState(root):
-    state = torch.load(os.path.join(cacheDir(root), "last_epoch_weights.pth"), weights_only=True)
+    state = lastCheckpoint(root)
     assert state["epoch"] == 3 and state["batchesDone"] == 0
     return state
 
 
-def assertSameWeights(a, b):
+def assertSameState(a, b):
+    """Model, EMA and optimizer state (momentum buffers, lr, momentum) bitwise equal, and the same EMA count."""
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assertSameOptimizer(a["optimizer"], b["optimizer"])
+    assert a["emaUpdates"] == b["emaUpdates"]
+
+
+def assertSameOptimizer(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for i in a["state"]:
+        for k, v in a["state"][i].items():
+            assert torch.equal(v, b["state"][i][k]) if isinstance(v, torch.Tensor) else v == b["state"][i][k], (i, k)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
-    process = start(root)
-    assert process.wait(timeout=600) == 0, process.communicate()[1][-2000:]
+    code, _, err = finish(start(root))
+    assert code == 0, err[-2000:]
     return finalState(root)
 
 
-def test_sigkill_at_random_moments_then_resume_is_exact(reference, tmp_path):
-    rng = random.Random(0)
-    for attempt in range(3):
-        process = start(tmp_path)
-        waitForEpoch(tmp_path, 1, process)
-        time.sleep(rng.uniform(0.0, 1.5))  # somewhere in epoch 2 or 3 (or in a checkpoint write)
-        process.kill()
-        process.wait()
-        # whatever the moment, the last checkpoint loads (weights only) and is a complete state
+def test_sigkill_at_chosen_steps_then_resume_is_exact(reference, tmp_path):
+    """4 steps per epoch, 3 epochs (global steps 0..11). SIGKILL after step 2 (no checkpoint yet), after step 5 (epoch 1
+    saved) and, resumed, after step 9 (epoch 2 saved); a write interrupted by a kill leaves a temporary file, which
+    stays in place. The last run finishes with exactly the uninterrupted run's model, EMA and optimizer."""
+    code, _, err = finish(start(tmp_path, "SIGKILL@2"))
+    assert code == -signal.SIGKILL, err[-2000:]
+    assert not os.path.exists(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"))
+    for fault, epochsDone in (("SIGKILL@5", 1), ("SIGKILL@9", 2)):
+        code, _, err = finish(start(tmp_path, fault))
+        assert code == -signal.SIGKILL, err[-2000:]
         state = safeTorchLoad(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"))
-        assert state["epoch"] in (1, 2, 3) and {"model", "ema", "optimizer", "rng"} <= state.keys()
-        leftovers = [f for f in os.listdir(cacheDir(tmp_path)) if f.startswith(".tmp_")]
-        for f in leftovers:  # a kill during a write leaves at most a temporary file, never a broken checkpoint
-            os.remove(os.path.join(cacheDir(tmp_path), f))
-    process = start(tmp_path)
-    assert process.wait(timeout=600) == 0, process.communicate()[1][-2000:]
-    assertSameWeights(finalState(tmp_path), reference)
+        assert (state["epoch"], state["batchesDone"]) == (epochsDone, 0), fault
+        assert {"model", "ema", "optimizer", "rng"} <= state.keys()
+        with open(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"), "rb") as f:
+            half = f.read()[:5000]
+        with open(os.path.join(cacheDir(tmp_path), ".tmp_interrupted{}.pth".format(epochsDone)), "wb") as f:
+            f.write(half)  # what a kill in the middle of a checkpoint write leaves behind
+    code, out, err = finish(start(tmp_path))
+    assert code == 0, err[-2000:]
+    assert "resuming from" in out + err
+    assertSameState(finalState(tmp_path), reference)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_is_exact(reference, tmp_path):
-    process = start(tmp_path)
-    waitForEpoch(tmp_path, 1, process)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+@pytest.mark.parametrize("step, position", [(6, (1, 3)), (3, (0, 4))], ids=["mid-epoch", "last-batch-of-epoch"])
+def test_sigterm_saves_at_the_step_and_resume_is_exact(reference, tmp_path, step, position):
+    """SIGTERM after global step 6 (epoch 2, batch 3 of 4) or 3 (the last batch of epoch 1): the step finishes, the
+    state is saved at exactly that position, exit code 128 + 15, the message says how to resume; the rerun ends
+    exactly as the uninterrupted run."""
+    code, out, err = finish(start(tmp_path, "SIGTERM@{}".format(step)))
+    assert code == 128 + signal.SIGTERM, err[-2000:]
     assert "Resume with the same command" in out
-    state = torch.load(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"), weights_only=True)
-    assert (state["epoch"], state["batchesDone"] > 0) in ((1, True), (2, False), (3, False))
-    process = start(tmp_path)
-    assert process.wait(timeout=600) == 0
-    assertSameWeights(finalState(tmp_path), reference)
+    state = lastCheckpoint(tmp_path)
+    assert (state["epoch"], state["batchesDone"]) == position
+    code, _, err = finish(start(tmp_path))
+    assert code == 0, err[-2000:]
+    assertSameState(finalState(tmp_path), reference)
+
+
+def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
+    """In-process: SIGTERM (test hook) after global step 5 of 2 epochs x 4 steps; a new trainer's resume() holds exactly
+    the checkpoint's (and the interrupted trainer's) model, EMA, EMA count, optimizer state, position and RNG states;
+    continuing it gives bitwise the uninterrupted run."""
+    from engine.trainer.base import BaseTrainer, TrainingInterrupted
+    from model.base.yolomodel import YoloModel
+    from tests.test_train import tinyConfig
+    from train.loss import DetectionLoss
+
+    def trainer(root):
+        mcfg = tinyConfig(root, repeat=4, maxEpoch=2, deterministic=True, warmupEpochs=1.0)
+        torch.manual_seed(0)
+        return BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    monkeypatch.setenv("MARS_TEST_FAULT", "SIGTERM@5")
+    interrupted = trainer(tmp_path / "a")
+    with pytest.raises(TrainingInterrupted):
+        interrupted.run()
+    monkeypatch.delenv("MARS_TEST_FAULT")
+    saved = torch.load(os.path.join(interrupted.mcfg.cacheDir(), "last_epoch_weights.pth"), weights_only=True)
+    assert (saved["epoch"], saved["batchesDone"]) == (1, 2)
+    resumed = trainer(tmp_path / "a")
+    resumed.resume()
+    assert (resumed.startEpoch, resumed.batchesDone) == (1, 2)
+    for source in (saved, interrupted.checkpoint(1, 2)):
+        assertSameState(resumed.checkpoint(1, 2), source)
+    assert resumed.ema.updates == interrupted.ema.updates == 24 / 64
+    assert torch.equal(resumed.resumeRng[0]["torch"], saved["rng"]["torch"])
+    resumed.run()
+    uninterrupted = trainer(tmp_path / "b")
+    uninterrupted.run()
+    assertSameState(resumed.checkpoint(2), uninterrupted.checkpoint(2))
 
 
 def test_pickled_callable_is_refused(tmp_path):
