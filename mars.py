@@ -1,6 +1,8 @@
-"""Mars command line: python mars.py [-cfg NAME] [-root DIR] [-train | -eval | -pipe | -predict PATH] [-nobuf].
+"""Mars command line: python mars.py [-cfg NAME] [-root DIR] [-train | -eval | -pipe | -predict PATH | -inspect PATH |
+-summary] [-nobuf].
 
 Several devices: torchrun --nproc_per_node=N mars.py -cfg ... (DistributedDataParallel; rank 0 logs, saves, evaluates).
+The config name is checked before torch and the engine are imported, so a mistyped name is reported at once.
 """
 import argparse
 import getpass
@@ -9,6 +11,7 @@ import sys
 import traceback
 
 DEFAULT_CFG = "demo.nano.full"
+CFGOPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfgops")
 
 
 def userName():
@@ -32,32 +35,61 @@ def parseArgs(argv):
     mode.add_argument("-eval", dest="mode", action="store_const", const="eval", help="evaluate the best weights only")
     mode.add_argument("-pipe", dest="mode", action="store_const", const="pipe", help="train then evaluate (default)")
     mode.add_argument("-predict", metavar="PATH", help="paint detections on an image or a folder of images")
+    mode.add_argument("-inspect", metavar="PATH", help="draw what the network learns (assignment, score maps, "
+                      "distillation maps) for an image or a folder of images, under <run>/inspect/")
+    mode.add_argument("-summary", dest="mode", action="store_const", const="summary",
+                      help="one row per block: output shape, parameters, GFLOPs (also <run>/model.txt)")
     parser.add_argument("-nobuf", action="store_true", help="ignore cached checkpoints and start over")
     parser.add_argument("-debug", action="store_true", help="show tracebacks of errors")
     return parser.parse_args(argv)
 
 
+def configFileError(cfgname):
+    """The `mars: error:` text for a config name whose cfgops file does not exist (None when it exists): checked with
+    os alone, before any import of torch (factory/configfactory.py says the same after the imports)."""
+    fileName = cfgname.split(".")[0]
+    files = sorted(f[:-3] for f in os.listdir(CFGOPS_DIR) if f.endswith(".py") and not f.startswith("_"))
+    if fileName in files:
+        return None
+    return "config file cfgops/{}.py does not exist; config files: {}".format(fileName, ", ".join(files))
+
+
 def main(argv=None):
     args = parseArgs(argv)
+    error = configFileError(args.cfg)
+    for flag in ("predict", "inspect"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.exists(path):
+            error = error or "-{} path {} does not exist".format(flag, path)
+    if error:
+        sys.stderr.write("mars: error: {}\n".format(error))
+        return 2
     from misc.misc import MarsError
-    from engine.trainer.base import TrainingInterrupted
     try:
-        from engine.engine import run
         from factory.configfactory import makeConfig
-        from misc.dist import initDistributed
-        mcfg = makeConfig(args.cfg, args.root, userName(), args.nobuf)
-        mcfg.device = initDistributed(mcfg.device)  # torchrun: one process per device
-        run(mcfg, "predict" if args.predict else (args.mode or "pipe"), args.predict)
+        mcfg = makeConfig(args.cfg, args.root, userName(), args.nobuf)  # tags, knobs and data paths checked here
+        mode = "predict" if args.predict else "inspect" if args.inspect else (args.mode or "pipe")
+        return runMode(mcfg, mode, args.predict or args.inspect)
     except MarsError as e:
         if args.debug:
             traceback.print_exc()
         sys.stderr.write("mars: error: {}\n".format(e))
         return 2
-    except TrainingInterrupted as e:
-        return e.exitCode
     except KeyboardInterrupt:
         sys.stderr.write("mars: interrupted\n")
         return 130
+
+
+def runMode(mcfg, mode, path):
+    """Import the engine (torch, the model, the trainer) and run the mode; returns the exit code."""
+    from engine.engine import run
+    from engine.trainer.base import TrainingInterrupted
+    from misc.dist import initDistributed
+    try:
+        mcfg.device = initDistributed(mcfg.device)  # torchrun: one process per device
+        run(mcfg, mode, path)
+    except TrainingInterrupted as e:
+        return e.exitCode
     return 0
 
 

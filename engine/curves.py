@@ -2,14 +2,10 @@
 import csv
 import io
 
-import matplotlib
+from misc.misc import atomicWrite
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from misc.misc import atomicWrite  # noqa: E402
-
-COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095", "seconds"]
+COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095",
+           "fitness", "seconds", "trainSeconds", "dataSeconds", "validationSeconds"]  # seconds: the whole epoch
 
 
 def writeHistoryCsv(history, path):
@@ -25,8 +21,10 @@ def writeCurves(history, path):
     """Losses (train and validation), learning rate and mAP (when measured) against the epoch."""
     if not history:
         return
+    from eval.report import newFigure  # matplotlib is imported when a figure is drawn, not at start-up
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
+    fig = newFigure((20, 3.6))
+    axes = fig.subplots(1, 5)
     for ax, part in zip(axes[:3], ("Box", "Cls", "Dfl")):
         ax.plot(epochs, [r["train" + part] for r in history], "o-", label="train", markersize=3)
         val = [(r["epoch"], r["val" + part]) for r in history if "val" + part in r]
@@ -41,6 +39,7 @@ def writeCurves(history, path):
         e, m50, m5095 = zip(*measured)
         axes[4].plot(e, m50, "o-", label="mAP50 (VOC)", markersize=3)
         axes[4].plot(e, m5095, "s-", label="mAP50-95", markersize=3)
+        axes[4].plot(e, [r.get("fitness", float("nan")) for r in history if "mAP50" in r], "^-", label="fitness (best)", markersize=3)
         axes[4].legend()
     axes[4].set_title("validation mAP" if measured else "mAP (not measured during training)")
     for ax in axes:
@@ -48,4 +47,3 @@ def writeCurves(history, path):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     atomicWrite(path, lambda f: fig.savefig(f, dpi=80, format="png"))
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Modes of a run: train, eval, pipe (train then eval), predict."""
+"""Modes of a run: train, eval, pipe (train then eval), predict, inspect, summary."""
 import json
 import os
 
@@ -6,15 +6,15 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from dl.vocdataset import imreadBgr
 from engine.evaluator import Evaluator
-from engine.trainer.base import BEST_FILE
+from engine.imagefiles import DecodedImages
+from engine.trainer.base import BEST_FILE, imagesToDevice
 from factory.modelfactory import makeModel
 from factory.trainerfactory import makeTrainer
 from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.dist import isMain
-from misc.img import IMAGE_SUFFIXES, boxesFromLetterbox, letterbox
+from misc.img import boxesFromLetterbox, networkInput
 from misc.log import addFileLog, log, setQuiet
 from misc.misc import MarsError, atomicWrite, seedEverything
 from model.base.yolomodel import YoloModel
@@ -39,30 +39,18 @@ def evaluate(mcfg):
     Evaluator(mcfg).evaluate(bestModel(mcfg), mcfg.testSplitName, paint=mcfg.paintImages, outDir=mcfg.evalDir())
 
 
-def listImages(path):
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise MarsError("-predict folder {} has no images ({})".format(path, ", ".join(IMAGE_SUFFIXES)))
-        return files
-    if not os.path.isfile(path):
-        raise MarsError("-predict path {} does not exist".format(path))
-    return [path]
-
-
 @torch.no_grad()
 def predict(mcfg, path):
-    """Painted images and detections.json (boxes in original-image pixels, score >= mcfg.paintScoreThreshold)."""
-    imagePaths = listImages(path)
+    """Painted images and detections.json (boxes in original-image pixels, score >= mcfg.paintScoreThreshold).
+    In a folder, an image that cannot be decoded is skipped (warned about, counted in the last line)."""
+    images = DecodedImages(path, "-predict")
     predictor = Predictor(mcfg, bestModel(mcfg))
     outDir = os.path.join(mcfg.runDir(), "predict")
     os.makedirs(outDir, exist_ok=True)
     records = []
-    for imagePath in tqdm(imagePaths, desc="predicting", dynamic_ncols=True):
-        imageBgr = imreadBgr(imagePath)
-        image, scale, pad = letterbox(imageBgr, mcfg.inputShape)
-        tensor = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).copy())[None].to(mcfg.device).float() / 255
-        det = predictor(tensor)[0].cpu()
+    for imagePath, imageBgr in tqdm(images, desc="predicting", dynamic_ncols=True):
+        image, scale, pad = networkInput(imageBgr, mcfg.inputShape)  # uint8 (3, h, w) RGB, letterboxed
+        det = predictor(imagesToDevice(image[None], mcfg.device))[0].cpu()
         det = det[det[:, 4] >= mcfg.paintScoreThreshold]
         boxes = boxesFromLetterbox(det[:, :4], scale, pad, imageBgr.shape[:2])
         rows = torch.cat([det[:, 5:6], det[:, 4:5], boxes], 1).numpy()
@@ -72,10 +60,11 @@ def predict(mcfg, path):
             {"class": mcfg.classList[int(r[0])], "classIndex": int(r[0]), "score": round(float(r[1]), 4),
              "boxXyxy": [round(float(v), 1) for v in r[2:6]]} for r in rows]})
     atomicWrite(os.path.join(outDir, "detections.json"), lambda f: f.write(json.dumps(records, indent=1).encode()))
-    log("predictions for {} images: {}".format(len(records), outDir))
+    images.finish("predictions", outDir)
 
 
-def run(mcfg, mode, predictPath=None):
+def run(mcfg, mode, path=None):
+    """Run a mode; path is the image or folder of -predict and -inspect."""
     if not isMain():  # torchrun: the other ranks only train, quietly
         setQuiet()
         if mode in ("train", "pipe"):
@@ -89,4 +78,10 @@ def run(mcfg, mode, predictPath=None):
     if mode in ("eval", "pipe"):
         evaluate(mcfg)
     if mode == "predict":
-        predict(mcfg, predictPath)
+        predict(mcfg, path)
+    if mode == "inspect":
+        from engine.inspection import inspect  # matplotlib, only for this mode
+        inspect(mcfg, path)
+    if mode == "summary":
+        from engine.summary import writeSummary
+        writeSummary(mcfg)

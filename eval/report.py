@@ -10,9 +10,6 @@ import csv
 import io
 import os
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from misc.misc import atomicWrite
 
 TABLE_COLUMNS = ("class", "numGt", "precision", "recall", "AP50 VOC", "AP50 COCO", "AP50:95")
@@ -75,9 +72,17 @@ def _writeCsv(result, classList, path):
     atomicWrite(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def _writePrCurves(result, classList, path):
-    figure = Figure(figsize=(8, 6))
+def newFigure(size):
+    """A matplotlib Figure on an Agg canvas (matplotlib is imported here, by the modes that draw, not at start-up)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=size)
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _writePrCurves(result, classList, path):
+    figure = newFigure((8, 6))
     axes = figure.add_subplot()
     for classIndex, name in enumerate(classList):
         if not result["hasGt"][classIndex]:
@@ -127,8 +132,7 @@ def writeConfusionMatrix(matrix, classList, path):
     normalised = (counts / counts.sum(0, keepdim=True).clamp(min=1)).numpy()  # (nc + 1, nc + 1)
     labels = list(classList) + ["background"]
     size = max(6.0, 0.45 * numLabels + 2)
-    figure = Figure(figsize=(size, size))
-    FigureCanvasAgg(figure)
+    figure = newFigure((size, size))
     axes = figure.add_subplot()
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)

@@ -2,8 +2,6 @@
 import importlib
 import os
 
-import torch
-
 from dl.demo import configureDemoData, ensureDemoData
 from misc.log import warn
 from misc.misc import MarsError
@@ -35,6 +33,7 @@ def makeConfig(cfgname, root, user, nobuf=False):
         raise MarsError("data set not found: mcfg.imageDir {} does not exist (cfgops/{}.py). Expected <data root>/images/"
                         "<stem>.jpg, <data root>/annotations/<stem>.xml and <data root>/splits/v5/{{train,validation,test,small}}"
                         ".txt; set MARS_DATA to the data root or edit the file".format(mcfg.imageDir, fileName))
+    import torch  # here, not at start-up: a wrong config name is reported before torch's import
     if str(mcfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise MarsError("mcfg.device={!r} but this machine has no CUDA device; add the tag cpu (e.g. -cfg {}.cpu)".format(
             mcfg.device, cfgname))

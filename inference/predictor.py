@@ -1,6 +1,5 @@
 """Decode head outputs into boxes and apply class-aware NMS."""
 import torch
-import torchvision
 
 from misc.bbox import distToBox, dflDecode, makeAnchors
 
@@ -24,6 +23,7 @@ def nonMaxSuppression(boxesXyxy, scores, scoreThreshold=0.001, iouThreshold=0.7,
     boxesXyxy (B, A, 4), scores (B, A, nc) -> list of B tensors (n, 6): x0, y0, x1, y1, score, classIndex,
     sorted by descending score, n <= maxDetections.
     """
+    from torchvision.ops import batched_nms  # here, not at start-up: torchvision's import takes seconds
     results = []
     for boxes, score in zip(boxesXyxy, scores):
         anchor, cls = (score > scoreThreshold).nonzero(as_tuple=True)
@@ -31,7 +31,7 @@ def nonMaxSuppression(boxesXyxy, scores, scoreThreshold=0.001, iouThreshold=0.7,
         if value.numel() > MAX_NMS_CANDIDATES:
             value, order = value.topk(MAX_NMS_CANDIDATES)
             anchor, cls = anchor[order], cls[order]
-        keep = torchvision.ops.batched_nms(boxes[anchor].float(), value.float(), cls, iouThreshold)[:maxDetections]
+        keep = batched_nms(boxes[anchor].float(), value.float(), cls, iouThreshold)[:maxDetections]
         results.append(torch.cat([boxes[anchor[keep]], value[keep, None], cls[keep, None].to(boxes.dtype)], 1))
     return results
 

@@ -1,0 +1,152 @@
+"""-inspect PATH: what the detector learns, drawn for an image or a folder of images under <run>/inspect/.
+
+Per image (files named after the image's stem):
+    <stem>_assignment.png  ground-truth boxes and the anchors the TaskAlignedAssigner makes positive for each
+    <stem>_scores.png      per level, the highest class probability at every anchor, the top class at the peaks
+    <stem>_distill.png     distillation configs: teacher vs student (CWD attention maps, or LD's per-anchor KL)
+and summary.json: per image, per box the positive anchors (indexes over P3, P4, P5 concatenated) and their count per
+level; per level the score statistics; for distillation the loss value of each map.
+Weights: the run's best (EMA) weights; without any, the freshly initialised model (a warning, and the titles say so).
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dl.vocdataset import loadAnnotation
+from engine.engine import bestModel
+from engine.imagefiles import DecodedImages
+from engine.inspectmaps import LEVEL_NAMES, assignment, cwdMaps, ldMaps, positivesPerBox, scoreMaps
+from engine.trainer.base import BEST_FILE, imagesToDevice
+from factory.modelfactory import makeModel
+from inference.inspectpanels import assignmentPanel, cwdPanel, ldPanel, scoreMapPanel
+from misc.img import boxesToLetterbox, networkInput
+from misc.log import warn
+from misc.misc import atomicWrite, seedEverything
+from model.distillation.studentmodel import featureDict
+from model.distillation.teachermodel import YoloTeacherModel
+
+
+def inspectionModels(mcfg):
+    """(model in eval mode, teacher or None, weights label for titles and summary.json)."""
+    path = os.path.join(mcfg.cacheDir(), BEST_FILE)
+    if os.path.isfile(path):
+        model, label = bestModel(mcfg), "best weights"
+    else:
+        warn("no trained weights at {}: inspecting the freshly initialised model (seed {}); train first for a model "
+             "that has learnt something: python mars.py -cfg {} -train".format(path, mcfg.seed, mcfg.cfgname))
+        seedEverything(mcfg.seed)
+        model, label = makeModel(mcfg), "UNTRAINED: freshly initialised weights"
+    teacher = YoloTeacherModel(mcfg) if mcfg.modelName == "distillation" else None
+    return model.eval(), teacher, label
+
+
+def findAnnotation(mcfg, imagePath):
+    """The VOC file of an image, found as the data set finds it (mcfg.annotationDir/<stem>.xml), else the .xml next
+    to the image; None when neither exists."""
+    stem = os.path.splitext(os.path.basename(imagePath))[0]
+    candidates = ([os.path.join(mcfg.annotationDir, stem + ".xml")] if mcfg.annotationDir else []) + \
+        [os.path.splitext(imagePath)[0] + ".xml"]
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def readBoxes(mcfg, xmlPath, imagePath, origShape):
+    """Boxes of one image as training reads them (classes filtered by mcfg.trainSelectedClasses), clipped to the
+    image: classIndexes (n,) int64, boxesXyxy (n, 4) float32 in original-image pixels."""
+    classIndex = {name: i for i, name in enumerate(mcfg.classList)}
+    selected = None if mcfg.trainSelectedClasses is None else set(mcfg.trainSelectedClasses)
+    annotation = loadAnnotation(xmlPath, imagePath, classIndex, selected, "trainSelectedClasses")
+    classes, boxes = annotation[1], annotation[2].copy()  # (origShape, classIndexes, boxesXyxy, ...)
+    np.clip(boxes[:, 0::2], 0, origShape[1], out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0, origShape[0], out=boxes[:, 1::2])
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return classes[valid], boxes[valid]
+
+
+def collateTargets(classes, boxesInput, inputShape):
+    """classes (n,), boxesInput (n, 4) network-input pixels -> (n, 6) Mars collate rows of image 0."""
+    H, W = inputShape
+    rows = np.zeros((len(classes), 6), dtype=np.float32)
+    rows[:, 1] = classes
+    rows[:, 2:6] = boxesInput / np.array([W, H, W, H], dtype=np.float32)
+    return torch.from_numpy(rows)
+
+
+@torch.no_grad()
+def inspectImage(mcfg, model, teacher, label, imagePath, imageBgr, outDir):
+    """Panels of one image; returns its summary.json record."""
+    stem = os.path.splitext(os.path.basename(imagePath))[0]
+    image, scale, pad = networkInput(imageBgr, mcfg.inputShape)  # uint8 (3, h, w) RGB, letterboxed
+    imageRgb = image.permute(1, 2, 0).numpy()  # (h, w, 3) for drawing
+    preds, backboneFeats, neckFeats = model.forwardFeatures(imagesToDevice(image[None], mcfg.device))
+    title = "{} - {} ({})".format(os.path.basename(imagePath), mcfg.cfgname, label)
+    record = {"image": imagePath, "scale": scale, "pad": list(pad), "panels": {}}
+
+    xmlPath = findAnnotation(mcfg, imagePath)
+    record["annotation"] = xmlPath
+    boxesInput, names = None, []
+    if xmlPath is not None:
+        classes, boxesOrig = readBoxes(mcfg, xmlPath, imagePath, imageBgr.shape[:2])
+        boxesInput = boxesToLetterbox(boxesOrig, scale, pad)
+        names = [mcfg.classList[int(c)] for c in classes]
+        assigned = assignment(mcfg, model, preds, collateTargets(classes, boxesInput, mcfg.inputShape))
+        positives = positivesPerBox(assigned, len(names))
+        record["boxes"] = [{"class": name, "boxXyxy": [round(float(v), 2) for v in orig],
+                            "boxXyxyInput": [round(float(v), 2) for v in box], "positives": p["counts"],
+                            "anchorIndexes": p["anchorIndexes"]}
+                           for name, orig, box, p in zip(names, boxesOrig, boxesInput, positives)]
+    else:
+        assigned, positives = None, []
+        record["boxes"] = None
+        title += " - no annotation"
+    record["panels"]["assignment"] = stem + "_assignment.png"
+    assignmentPanel(imageRgb, boxesInput, names, positives, assigned, "assignment: " + title,
+                    os.path.join(outDir, record["panels"]["assignment"]))
+
+    levels = scoreMaps(preds, model.strides, model.regMax, mcfg.classList, mcfg.paintScoreThreshold)
+    record["scoreMaps"] = {name: {"shape": list(level["maxScore"].shape), "max": round(float(level["maxScore"].max()), 5),
+                                  "mean": round(float(level["maxScore"].mean()), 5),
+                                  "peakXyInput": list(level["peaks"][0][0]), "peakClass": level["peaks"][0][1]}
+                           for name, level in zip(LEVEL_NAMES, levels)}
+    record["panels"]["scores"] = stem + "_scores.png"
+    scoreMapPanel(imageRgb, levels, boxesInput, "score maps: " + title, os.path.join(outDir, record["panels"]["scores"]))
+
+    if teacher is not None:
+        record["distillation"] = distillationPanel(mcfg, teacher, image, preds, backboneFeats, neckFeats,
+                                                   "teacher vs student: " + title,
+                                                   os.path.join(outDir, stem + "_distill.png"))
+        record["panels"]["distillation"] = stem + "_distill.png"
+    return record
+
+
+def distillationPanel(mcfg, teacher, image, preds, backboneFeats, neckFeats, title, path):
+    """Teacher vs student maps of the distillation term mcfg.distilMethod selects; returns its summary record."""
+    teacherPreds, teacherBackbone, teacherNeck = teacher(imagesToDevice(image[None], mcfg.device))
+    T = float(mcfg.distilTemperature)
+    if mcfg.distilMethod == "cwd":
+        student, teacherFeats = featureDict(backboneFeats, neckFeats), featureDict(teacherBackbone, teacherNeck)
+        features = [(name, tuple(student[name].shape), cwdMaps(student[name], teacherFeats[name], T))
+                    for name in mcfg.distilFeatures]
+        cwdPanel(features, title, path)
+        return {"method": "cwd", "temperature": T, "features": {
+            name: {"shape": list(shape), "cwd": maps["value"]} for name, shape, maps in features}}
+    levels, value = ldMaps(preds, teacherPreds, mcfg.regMax, mcfg.teacherClassIndexes, T)
+    ldPanel(levels, value, title, path)
+    return {"method": "ld", "temperature": T, "ld": value}
+
+
+def inspect(mcfg, path):
+    """Panels and summary.json under <run>/inspect/ for an image or a folder of images (see the module docstring)."""
+    images = DecodedImages(path, "-inspect")
+    model, teacher, label = inspectionModels(mcfg)
+    outDir = os.path.join(mcfg.runDir(), "inspect")
+    os.makedirs(outDir, exist_ok=True)
+    records = [inspectImage(mcfg, model, teacher, label, imagePath, imageBgr, outDir)
+               for imagePath, imageBgr in tqdm(images, desc="inspecting", dynamic_ncols=True)]
+    summary = {"config": mcfg.cfgname, "weights": label, "inputShape": list(mcfg.inputShape), "levels": {
+        name: {"stride": s} for name, s in zip(LEVEL_NAMES, model.strides)}, "images": records,
+        "skipped": images.skipped}
+    atomicWrite(os.path.join(outDir, "summary.json"), lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    images.finish("inspection panels", outDir)

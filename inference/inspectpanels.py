@@ -1,0 +1,165 @@
+"""The pictures of -inspect (matplotlib, Agg canvas): assignment, score maps, teacher vs student maps.
+
+Every panel is drawn over the network input (the letterboxed RGB image the model sees), in network-input pixels:
+anchor i of a level with stride s sits at the centre of its cell, ((col + 0.5) s, (row + 0.5) s).
+"""
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from misc.misc import atomicWrite
+
+LEVEL_NAMES = ("P3", "P4", "P5")
+MARKERS = {8: 3.5, 16: 6.0, 32: 9.0}  # marker radius in points per stride: bigger cells, bigger dots
+BOX_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
+              "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
+DPI = 100
+
+
+def newFigure(width, height):
+    """A Figure of width x height inches on its own Agg canvas."""
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def savePng(figure, path):
+    """Write the figure atomically as PNG."""
+    atomicWrite(path, lambda f: figure.savefig(f, format="png", dpi=DPI))
+
+
+def showImage(axes, imageRgb, title):
+    """imageRgb: uint8 (h, w, 3) network input, shown in network-input pixels (y down)."""
+    h, w = imageRgb.shape[:2]
+    axes.imshow(imageRgb, extent=(0, w, h, 0), interpolation="nearest")
+    axes.set_xlim(0, w)
+    axes.set_ylim(h, 0)
+    axes.set_title(title, fontsize=8)
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def drawBoxes(axes, boxesXyxy, colors, labels=None, linewidth=1.2):
+    """boxesXyxy: (n, 4) network-input pixels; one colour per box."""
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxesXyxy, dtype=np.float64).reshape(-1, 4)):
+        axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors[i], linewidth=linewidth))
+        if labels:
+            axes.text(x0, y0 - 1, labels[i], color="white", fontsize=6, va="bottom",
+                      bbox={"facecolor": colors[i], "edgecolor": "none", "pad": 1})
+
+
+def assignmentPanel(imageRgb, boxesXyxy, boxNames, positives, assigned, title, path):
+    """Ground-truth boxes and, per box, the anchors the assigner made positive.
+
+    boxesXyxy: (n, 4) network-input pixels; boxNames: n class names; positives: n dicts from
+    engine.inspectmaps.positivesPerBox; assigned: engine.inspectmaps.assignment's dict (anchorPixels, strides,
+    alignment); boxesXyxy None: no annotation (the title says so). Marker size by stride, colour by box, shade by
+    alignment (pale = low, full colour = the box's best anchor).
+    """
+    figure = newFigure(5.6, 6.2)
+    axes = figure.add_axes((0.02, 0.2, 0.96, 0.72))
+    showImage(axes, imageRgb, title)
+    if boxesXyxy is None:
+        axes.text(0.5, 0.5, "no VOC annotation found:\nno boxes, no assignment", transform=axes.transAxes,
+                  ha="center", va="center", fontsize=10, color="white", bbox={"facecolor": "black", "alpha": 0.7})
+        savePng(figure, path)
+        return
+    colors = [BOX_COLORS[i % len(BOX_COLORS)] for i in range(len(boxNames))]
+    drawBoxes(axes, boxesXyxy, colors, ["{} {}".format(i + 1, name) for i, name in enumerate(boxNames)])
+    handles, totals = [], np.zeros(len(LEVEL_NAMES), dtype=np.int64)
+    for i, box in enumerate(positives):
+        index = np.asarray(box["anchorIndexes"], dtype=np.int64)
+        if len(index):
+            strength = assigned["alignment"][index].numpy()
+            strength = strength / max(float(strength.max()), 1e-12)  # 1 for the box's best-aligned anchor
+            rgba = np.tile(np.append(to_rgb(colors[i]), 1.0), (len(index), 1))
+            rgba[:, :3] = 1 - (1 - rgba[:, :3]) * (0.25 + 0.75 * strength[:, None])  # pale -> full colour
+            xy = assigned["anchorPixels"][index].numpy()
+            sizes = [MARKERS.get(int(s), 5.0) ** 2 for s in assigned["strides"][index].tolist()]
+            axes.scatter(xy[:, 0], xy[:, 1], s=sizes, c=rgba, edgecolors="black", linewidths=0.4, zorder=3)
+        counts = [box["counts"][name] for name in LEVEL_NAMES]
+        totals += counts
+        handles.append(Line2D([], [], marker="o", linestyle="", color=colors[i], label="box {} {}: {}".format(
+            i + 1, boxNames[i], ", ".join("{} {}".format(n, c) for n, c in zip(LEVEL_NAMES, counts)))))
+    handles += [Line2D([], [], marker="o", linestyle="", color="grey", markeredgecolor="black",
+                       markersize=MARKERS[s], label="stride {} ({})".format(s, n)) for s, n in zip((8, 16, 32), LEVEL_NAMES)]
+    figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=6.5, frameon=False,
+                  title="positives per level: " + ", ".join("{} {}".format(n, c) for n, c in zip(LEVEL_NAMES, totals)),
+                  title_fontsize=7.5)
+    savePng(figure, path)
+
+
+def scoreMapPanel(imageRgb, levels, boxesXyxy, title, path):
+    """Per level the highest class probability at every anchor as a heatmap over the image, the top class at the peaks.
+
+    levels: engine.inspectmaps.scoreMaps's list; boxesXyxy: (n, 4) network-input pixels or None (outlined in white).
+    """
+    h, w = imageRgb.shape[:2]
+    figure = newFigure(10.5, 4.0)
+    grey = np.repeat(imageRgb.mean(2, keepdims=True), 3, axis=2).astype(np.uint8)
+    vmax = max(max(float(level["maxScore"].max()) for level in levels), 1e-3)  # one scale for the three levels
+    for i, level in enumerate(levels):
+        axes = figure.add_axes((0.01 + i * 0.33, 0.1, 0.3, 0.72))
+        maxScore = level["maxScore"].numpy()
+        showImage(axes, grey, "{} stride {} ({}x{}): max {:.2f}".format(
+            LEVEL_NAMES[i], level["stride"], maxScore.shape[0], maxScore.shape[1], float(maxScore.max())))
+        image = axes.imshow(maxScore, extent=(0, w, h, 0), cmap="inferno", vmin=0, vmax=vmax, alpha=0.6,
+                            interpolation="nearest")
+        if boxesXyxy is not None:
+            drawBoxes(axes, boxesXyxy, ["white"] * len(boxesXyxy), linewidth=0.8)
+        for (x, y), name, score in level["peaks"]:
+            axes.plot([x], [y], marker="+", color="cyan", markersize=6)
+            axes.text(x + 2, y - 2, "{} {:.2f}".format(name, score), color="cyan", fontsize=6)
+    colorbar = figure.add_axes((0.3, 0.05, 0.4, 0.025))
+    figure.colorbar(image, cax=colorbar, orientation="horizontal").ax.tick_params(labelsize=6)
+    figure.suptitle(title + "\nhighest class probability per anchor (sigmoid)", fontsize=8)
+    savePng(figure, path)
+
+
+def heatmap(figure, rect, values, title, cmap="viridis"):
+    """A (H, W) map in its own axes with a small colour bar."""
+    axes = figure.add_axes(rect)
+    image = axes.imshow(values, cmap=cmap, interpolation="nearest")
+    axes.set_title(title, fontsize=7)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
+
+
+def cwdPanel(features, title, path):
+    """Teacher vs student for each distilled feature: the channel-averaged spatial softmax CWD matches, side by side,
+    and the per-position KL. features: [(name, shape, engine.inspectmaps.cwdMaps dict)]."""
+    rows = len(features)
+    figure = newFigure(9.0, 2.6 * rows + 0.6)
+    height = 0.88 / rows
+    for r, (name, shape, maps) in enumerate(features):
+        y = 0.92 - (r + 1) * height
+        vmax = float(max(maps["teacher"].max(), maps["student"].max()))
+        for c, (kind, values) in enumerate((("teacher", maps["teacher"]), ("student", maps["student"]))):
+            axes = figure.add_axes((0.03 + c * 0.32, y + 0.02, 0.26, height - 0.06))
+            image = axes.imshow(values.numpy(), cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            axes.set_title("{} {} {}: attention".format(kind, name, tuple(shape)), fontsize=7)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
+        heatmap(figure, (0.68, y + 0.02, 0.26, height - 0.06), maps["kl"].numpy(),
+                "{}: KL per position, CWD = {:.4g}".format(name, maps["value"]), cmap="magma")
+    figure.suptitle(title + "\nCWD: softmax over positions per channel, averaged over channels", fontsize=8)
+    savePng(figure, path)
+
+
+def ldPanel(levels, value, title, path):
+    """Localisation distillation per anchor: the box-distribution KL and the teacher's anchor weight, per level.
+    levels: engine.inspectmaps.ldMaps's list; value: the LD term."""
+    figure = newFigure(10.0, 6.0)
+    for i, level in enumerate(levels):
+        H, W = level["kl"].shape
+        heatmap(figure, (0.02 + i * 0.33, 0.5, 0.27, 0.36), level["kl"].numpy(),
+                "{} ({}x{}): box-distribution KL".format(LEVEL_NAMES[i], H, W), cmap="magma")
+        heatmap(figure, (0.02 + i * 0.33, 0.05, 0.27, 0.36), level["weight"].numpy(),
+                "{}: anchor weight (teacher's best old-class score)".format(LEVEL_NAMES[i]))
+    figure.suptitle(title + "\nLD = sum(weight x KL) / max(1, sum(weight)) = {:.4g}".format(value), fontsize=8)
+    savePng(figure, path)
