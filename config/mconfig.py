@@ -95,6 +95,7 @@ class ModelConfig(object):
         self.amp = True  # CUDA only: automatic mixed precision (bf16 where supported, else fp16 with a grad scaler)
         self.compile = False  # torch.compile the model for training
         self.syncBatchNorm = False  # torchrun: BatchNorm statistics over the batches of all ranks
+        self.previewBatches = 1  # first training batches drawn to <run>/train_batch.jpg (0 = off)
 
         # --- evaluation / prediction ---
         self.paintImages = False  # write painted test images
