@@ -1,16 +1,19 @@
 """mars.py end to end on the tiny demo: -pipe, -predict, resume, and one-line errors."""
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mars(*args, env=None):
-    environment = dict(os.environ, USER="tester", **(env or {}))
+    environment = dict(dict(os.environ, USER="tester"), **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, "mars.py"), *args], capture_output=True, text=True,
                           env=environment, timeout=600)
 
@@ -85,3 +88,93 @@ def test_unknown_tag_lists_what_exists(tmp_path):
 def test_missing_mar20_says_where_it_looked(tmp_path):
     result = mars("-cfg", "c1.nano.full.cpu", "-root", str(tmp_path), env={"MARS_DATA": str(tmp_path / "nowhere")})
     assert result.returncode == 2 and str(tmp_path / "nowhere") in result.stderr and "splits/v5" in result.stderr
+
+
+def parseMap(stdout):
+    """The `mAP50=0.123 mAP50-95=0.045` line -> (0.123, 0.045)."""
+    found = re.search(r"^mAP50=(\d\.\d{3}) mAP50-95=(\d\.\d{3})$", stdout, re.MULTILINE)
+    assert found, stdout[-2000:]
+    return float(found.group(1)), float(found.group(2))
+
+
+def test_printed_map_is_the_evaluators(tinyRun):
+    """The -pipe run's mAP50= line is the evaluator's value (its map_table.csv `all` row), not just a prefix."""
+    root, result = tinyRun
+    mAP50, mAP5095 = parseMap(result.stdout)
+    with open(root / "tester" / "demo.nano.tiny" / "eval" / "map_table.csv") as f:
+        rows = {row["class"]: row for row in csv.DictReader(f)}
+    assert float(rows["all"]["AP50 VOC"]) == pytest.approx(mAP50, abs=5e-4)
+    assert float(rows["all"]["AP50:95"]) == pytest.approx(mAP5095, abs=5e-4)
+
+
+def boxIou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def squares(count, seed):
+    """count 64x64 images of one A1 (red) or A2 (blue) square of random size and place."""
+    rng = np.random.default_rng(seed)
+    images = {}
+    for i in range(count):
+        side = int(rng.integers(18, 30))
+        x0, y0 = (int(v) for v in rng.integers(2, 62 - side, 2))
+        images["s{:02d}".format(i)] = (64, 64, [("A1" if i % 2 == 0 else "A2", x0, y0, x0 + side, y0 + side)])
+    return images
+
+
+def test_trained_model_predicts_and_evaluates_through_the_cli(tmp_path, monkeypatch):
+    """A MAR20-layout set of red (A1) and blue (A2) squares; a nano model trained in-process (c1.nano.full.cpu.size@64,
+    ~10 s) and saved as that run's best weights. Through mars.py: `-predict` finds in every image a box inside the image
+    that overlaps its square (IoU >= 0.5, original-image pixels); `-eval`'s mAP50= line equals the evaluator's own
+    value on the test split (the learnt images) and is above a floor."""
+    import torch
+
+    from engine.evaluator import Evaluator
+    from engine.trainer.base import BaseTrainer
+    from factory.configfactory import makeConfig
+    from model.base.yolomodel import YoloModel
+    from tests.helpers import writeVocSet
+    from train.loss import DetectionLoss
+
+    images = squares(16, 0)
+    data = tmp_path / "data"
+    writeVocSet(str(data), images, ["A{}".format(i) for i in range(1, 21)], {})
+    (data / "splits" / "v5").mkdir(parents=True)
+    for name in ("train", "validation", "test", "small"):
+        (data / "splits" / "v5" / (name + ".txt")).write_text("\n".join(images) + "\n")
+    monkeypatch.setenv("MARS_DATA", str(data))
+    cfg, root = "c1.nano.full.cpu.size@64", str(tmp_path / "runs")
+    mcfg = makeConfig(cfg, root, "tester")
+    mcfg.subsetMap = dict(mcfg.subsetMap, learnt=str(tmp_path / "learnt.txt"))
+    (tmp_path / "learnt.txt").write_text("\n".join(list(images) * 4) + "\n")
+    mcfg.trainSplitName, mcfg.batchSize, mcfg.maxEpoch, mcfg.augment, mcfg.dcore = "learnt", 8, 10, True, 0
+    mcfg.warmupEpochs, mcfg.baseLearningRate, mcfg.minLearningRate, mcfg.evalEveryEpochs = 0.0, 0.02, 0.002, 0
+    mcfg.epochValidation = False
+    torch.manual_seed(0)
+    BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    stems = list(images)[:3]
+    for stem in stems:
+        (folder / (stem + ".jpg")).write_bytes((data / "images" / (stem + ".jpg")).read_bytes())
+    result = mars("-cfg", cfg, "-root", root, "-predict", str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads((tmp_path / "runs" / "tester" / cfg / "predict" / "detections.json").read_text())
+    assert [os.path.basename(r["image"]) for r in records] == [s + ".jpg" for s in stems]
+    for stem, record in zip(stems, records):
+        _, _, [(name, *square)] = images[stem]
+        boxes = [det["boxXyxy"] for det in record["detections"]]
+        assert boxes, stem
+        for x0, y0, x1, y1 in boxes:
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64, (stem, boxes)
+        assert max(boxIou(box, square) for box in boxes) >= 0.5, (stem, boxes, square)
+
+    result = mars("-cfg", cfg, "-root", root, "-eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    mAP50, mAP5095 = parseMap(result.stdout)
+    expected = Evaluator(mcfg).evaluate(YoloModel(mcfg).load(os.path.join(mcfg.cacheDir(), "best_weights.pth")), "test")
+    assert mAP50 == pytest.approx(expected["mAP50"], abs=5e-4) and mAP5095 == pytest.approx(expected["mAP5095"], abs=5e-4)
+    assert mAP50 >= 0.5, mAP50
