@@ -1,7 +1,9 @@
-"""Run by tests/test_ddp.py, under torchrun (2 ranks, gloo) or alone: trains the tiny set, saves this rank's weights.
+"""Run by tests/test_ddp.py, under torchrun (2 ranks, gloo) or alone: trains the tiny set, saves this rank's weights
+and the sample indexes it loaded per epoch (seen<rank>.json).
 
     python tests/ddp_worker.py DATA_ROOT OUT_DIR BATCH_SIZE RUN_ROOT
 """
+import json
 import os
 import sys
 
@@ -17,6 +19,26 @@ from tests.conftest import makeConfig  # noqa: E402
 from train.loss import DetectionLoss  # noqa: E402
 
 
+def recordIndexes(trainer):
+    """-> a list that fills with [epoch, index] for every training sample this rank loads (the DistributedSampler's
+    share: tests/test_ddp.py checks the sharding and set_epoch)."""
+    seen, epoch = [], [None]
+    dataset = trainer.trainLoader.dataset
+
+    class Recording(type(dataset)):
+        def __getitem__(self, index):
+            seen.append([epoch[0], int(index)])
+            return super().__getitem__(index)
+    dataset.__class__ = Recording
+    seedEpoch = trainer.seedEpoch
+
+    def recordEpoch(e):
+        epoch[0] = e
+        seedEpoch(e)
+    trainer.seedEpoch = recordEpoch
+    return seen
+
+
 def main(dataRoot, outDir, batchSize, runRoot):
     torch.set_num_threads(1)
     subsetMap = {"train": os.path.join(dataRoot, "train.txt")}
@@ -29,7 +51,10 @@ def main(dataRoot, outDir, batchSize, runRoot):
     model = YoloModel(mcfg)
     torch.save(model.state_dict(), os.path.join(outDir, "initial{}.pt".format(rank())))
     trainer = BaseTrainer(mcfg, model, DetectionLoss)
+    seen = recordIndexes(trainer)
     trainer.run()
+    with open(os.path.join(outDir, "seen{}.json".format(rank())), "w") as f:
+        json.dump(seen, f)
     torch.save(trainer.model.state_dict(), os.path.join(outDir, "rank{}.pt".format(rank())))
 
 

@@ -1,6 +1,7 @@
 """torchrun with 2 CPU processes (gloo): identical replicas, one checkpoint, same result as one process with the
 combined batch. Every rank sees copies of one image, so per-rank BatchNorm statistics equal the combined batch's
 (SyncBatchNorm is CUDA-only) and the comparison isolates the gradient averaging and loss scaling."""
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,31 @@ def test_two_rank_gloo_equals_single_process_with_combined_batch(tmp_path):
     statsDiff = max((rank0[k] - single[k]).abs().max().item() for k in rank0 if "running" in k)
     print("max |ddp - single| BN statistics", statsDiff)
     assert statsDiff < 5e-3, statsDiff
+    assertShardedPerEpoch(ddpOut, singleOut)
     cache = tmp_path / "runs-ddp" / "u" / "ddp" / "__cache__"
     assert sorted(os.listdir(cache)) == ["best_weights.pth", "info.txt", "last_epoch_weights.pth"]
     assert torch.load(cache / "last_epoch_weights.pth", weights_only=True)["epoch"] == 3
+
+
+def assertShardedPerEpoch(ddpOut, singleOut, numSamples=8, epochs=3):
+    """Each epoch the two ranks load disjoint halves of the split's 8 samples, together all of them, in the order of
+    DistributedSampler(seed=mcfg.seed) after set_epoch(epoch) -- a new shuffle every epoch. One process loads all 8."""
+    from torch.utils.data import DistributedSampler
+
+    from tests.conftest import makeConfig
+    seed = makeConfig("nano", nc=2, inputShape=(64, 64)).seed
+    seen = [json.loads((ddpOut / "seen{}.json".format(r)).read_text()) for r in (0, 1)]
+    orders = []
+    for epoch in range(epochs):
+        shares = [[index for e, index in rankSeen if e == epoch] for rankSeen in seen]
+        assert len(shares[0]) == len(shares[1]) == numSamples // 2, shares
+        assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(range(numSamples)), shares
+        for r in (0, 1):
+            sampler = DistributedSampler(list(range(numSamples)), num_replicas=2, rank=r, shuffle=True, seed=seed)
+            sampler.set_epoch(epoch)
+            assert shares[r] == list(sampler), (epoch, r, shares[r])
+        orders.append(shares)
+    assert orders[0] != orders[1] or orders[1] != orders[2]  # the shuffle changes with the epoch
+    single = json.loads((singleOut / "seen0.json").read_text())
+    for epoch in range(epochs):
+        assert sorted(index for e, index in single if e == epoch) == list(range(numSamples))
