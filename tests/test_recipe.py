@@ -272,3 +272,12 @@ def test_skippedStepRestoresBatchNormStatistics(tmp_path, monkeypatch):
     state = trainer.model.state_dict()
     assert all(torch.isfinite(state[k]).all() for k in norms)
     assert not torch.equal(state["backbone.stem.bn.running_mean"], norms["backbone.stem.bn.running_mean"])
+
+
+@pytest.mark.parametrize("previews", [0, 1, 2])
+def test_trainerWritesTheBatchPreview(tmp_path, previews):
+    mcfg = tinyConfig(tmp_path, maxEpoch=1, previewBatches=previews)  # one batch an epoch
+    BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+    written = sorted(f for f in os.listdir(mcfg.runDir()) if f.startswith("train_batch"))
+    assert written == (["train_batch.jpg"] if previews else [])
+    assert cv2.imread(os.path.join(mcfg.runDir(), written[0])) is not None if written else True

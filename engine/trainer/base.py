@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
 from engine.curves import writeCurves, writeHistoryCsv
+from inference.preview import writeBatchPreview
 from misc.dist import allTrue, anyRank, isMain, rank, worldSize
 from misc.log import log, warn
 from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
@@ -133,6 +134,7 @@ class BaseTrainer(object):
                             for b in m.buffers()]  # running mean / var / count: a skipped step puts them back
         self.normStash = [b.clone() for b in self.normBuffers]
         self.fault = testFault()
+        self.previewsLeft = mcfg.previewBatches if self.isMain else 0  # first batches drawn to <run>/train_batch*.jpg
 
     # --- checkpoints -----------------------------------------------------
     def checkpoint(self, epochsDone, batchesDone=0, partialParts=None):
@@ -295,6 +297,8 @@ class BaseTrainer(object):
                     setRngStates(self.resumeRng[0])
                     self.trainLoader.dataset.rng.bit_generator.state = self.resumeRng[1]
                 continue
+            if self.previewsLeft:
+                self.writePreview(images, targets)
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
             if self.fault is not None and self.fault[1] == epoch * numBatches + i:
                 os.kill(os.getpid(), self.fault[0])  # test-only (MARS_TEST_FAULT): a signal right after this step
@@ -340,6 +344,13 @@ class BaseTrainer(object):
         inRow = (self.skips[1] + 1) * counted
         self.skips.copy_(torch.stack((self.skips[0] + counted, inRow, torch.maximum(self.skips[2], inRow))))
         return lr
+
+    def writePreview(self, images, targets):
+        """<run>/train_batch.jpg (then train_batch2.jpg, ...): the augmented batch as the network gets it."""
+        index = self.mcfg.previewBatches - self.previewsLeft
+        name = "train_batch{}.jpg".format(index + 1 if index else "")
+        writeBatchPreview(images, targets, self.mcfg.classList, os.path.join(self.mcfg.runDir(), name))
+        self.previewsLeft -= 1
 
     def restoreNormStatistics(self, skipped):
         """A skipped step's forward already moved the BatchNorm running statistics (with a non-finite batch: to NaN);
