@@ -17,6 +17,7 @@ MARKERS = {8: 3.5, 16: 6.0, 32: 9.0}  # marker radius in points per stride: bigg
 BOX_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
               "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
 DPI = 100
+MIN_LABELLED_SCORE = 0.01  # score-map peaks below this are not labelled (an untrained map is ~0 everywhere)
 
 
 def newFigure(width, height):
@@ -110,7 +111,7 @@ def scoreMapPanel(imageRgb, levels, boxesXyxy, title, path):
                             interpolation="nearest")
         if boxesXyxy is not None:
             drawBoxes(axes, boxesXyxy, ["white"] * len(boxesXyxy), linewidth=0.8)
-        for (x, y), name, score in level["peaks"]:
+        for (x, y), name, score in [p for p in level["peaks"] if p[2] >= MIN_LABELLED_SCORE]:
             axes.plot([x], [y], marker="+", color="cyan", markersize=6)
             axes.text(x + 2, y - 2, "{} {:.2f}".format(name, score), color="cyan", fontsize=6)
     colorbar = figure.add_axes((0.3, 0.05, 0.4, 0.025))
@@ -119,10 +120,11 @@ def scoreMapPanel(imageRgb, levels, boxesXyxy, title, path):
     savePng(figure, path)
 
 
-def heatmap(figure, rect, values, title, cmap="viridis"):
-    """A (H, W) map in its own axes with a small colour bar."""
+def heatmap(figure, rect, values, title, cmap="viridis", centred=False):
+    """A (H, W) map in its own axes with a small colour bar; centred: a diverging scale symmetric about 0."""
     axes = figure.add_axes(rect)
-    image = axes.imshow(values, cmap=cmap, interpolation="nearest")
+    limit = (float(abs(values).max()) or 1.0) if centred else None  # an all-zero map: a plain -1..1 scale
+    image = axes.imshow(values, cmap=cmap, interpolation="nearest", vmin=-limit if centred else None, vmax=limit)
     axes.set_title(title, fontsize=7)
     axes.set_xticks([])
     axes.set_yticks([])
@@ -131,22 +133,23 @@ def heatmap(figure, rect, values, title, cmap="viridis"):
 
 def cwdPanel(features, title, path):
     """Teacher vs student for each distilled feature: the channel-averaged spatial softmax CWD matches, side by side,
-    and the per-position KL. features: [(name, shape, engine.inspectmaps.cwdMaps dict)]."""
+    and each position's share of KL(teacher || student) (red: the teacher attends there more than the student, blue:
+    less; the shares sum to the CWD term). features: [(name, shape, engine.inspectmaps.cwdMaps dict)]."""
     rows = len(features)
-    figure = newFigure(9.0, 2.6 * rows + 0.6)
-    height = 0.88 / rows
+    figure = newFigure(9.0, 2.1 * rows + 0.7)
+    height = (1 - 0.7 / (2.1 * rows + 0.7)) / rows
     for r, (name, shape, maps) in enumerate(features):
-        y = 0.92 - (r + 1) * height
+        y = 1 - 0.7 / (2.1 * rows + 0.7) - (r + 1) * height
         vmax = float(max(maps["teacher"].max(), maps["student"].max()))
         for c, (kind, values) in enumerate((("teacher", maps["teacher"]), ("student", maps["student"]))):
-            axes = figure.add_axes((0.03 + c * 0.32, y + 0.02, 0.26, height - 0.06))
+            axes = figure.add_axes((0.03 + c * 0.32, y + 0.02, 0.26, height - 0.05))
             image = axes.imshow(values.numpy(), cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
             axes.set_title("{} {} {}: attention".format(kind, name, tuple(shape)), fontsize=7)
             axes.set_xticks([])
             axes.set_yticks([])
             figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
-        heatmap(figure, (0.68, y + 0.02, 0.26, height - 0.06), maps["kl"].numpy(),
-                "{}: KL per position, CWD = {:.4g}".format(name, maps["value"]), cmap="magma")
+        heatmap(figure, (0.68, y + 0.02, 0.26, height - 0.05), maps["kl"].numpy(),
+                "{}: KL share per position, CWD = {:.4g}".format(name, maps["value"]), cmap="coolwarm", centred=True)
     figure.suptitle(title + "\nCWD: softmax over positions per channel, averaged over channels", fontsize=8)
     savePng(figure, path)
 

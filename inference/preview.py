@@ -26,9 +26,9 @@ def batchGrid(images, targets, classList, maxSide=MAX_SIDE):
 
     images: uint8 (B, 3, H, W) RGB tensor (the Mars collate format, dl/vocdataset.py); targets: float (N, 6) rows
     (imageIndex, classIndex, x0, y0, x1, y1) with xyxy normalised to the network input; classList: class names.
-    Returns uint8 (rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, 3) BGR, tiles of h, w = H, W scaled (rounded) so
-    that no side exceeds maxSide: each box is drawn on the outermost pixels of its region, its class name above it (inside it when
-    the tile has no room above).
+    Returns uint8 (rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, 3) BGR: cols = ceil(sqrt(B)) tiles a row, each
+    H x W scaled (rounded) to h x w so that no side exceeds maxSide. Each box is drawn on the outermost pixels of its
+    region in its class colour, its class name above it (inside it when the tile has no room above).
     """
     B, _, H, W = images.shape
     cols = math.ceil(math.sqrt(B))
@@ -56,8 +56,8 @@ def batchGrid(images, targets, classList, maxSide=MAX_SIDE):
         if textTop < top:  # no room in the tile: inside the box, clear of its edges
             textTop, textLeft = box[1] + 2, box[0] + 2
         cv2.rectangle(grid, (textLeft, textTop), (textLeft + textW, textTop + textH + base), color, -1)
-        cv2.putText(grid, name, (textLeft, textTop + textH), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        textColor = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)  # dark text on a light label
+        cv2.putText(grid, name, (textLeft, textTop + textH), cv2.FONT_HERSHEY_SIMPLEX, 0.35, textColor, 1, cv2.LINE_AA)
     return grid
 
 
