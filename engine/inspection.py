@@ -6,7 +6,8 @@ Per image (files named after the image's stem):
     <stem>_distill.png     distillation configs: teacher vs student (CWD attention maps, or LD's per-anchor KL)
 and summary.json: per image, per box the positive anchors (indexes over P3, P4, P5 concatenated) and their count per
 level; per level the score statistics; for distillation the loss value of each map.
-Weights: the run's best (EMA) weights; without any, the freshly initialised model (a warning, and the titles say so).
+Weights: the run's best (EMA) weights; without any, the model as training would start it (freshly initialised, or from
+mcfg.checkpointModelFile): a warning, and the titles say so.
 """
 import json
 import os
@@ -35,10 +36,12 @@ def inspectionModels(mcfg):
     if os.path.isfile(path):
         model, label = bestModel(mcfg), "best weights"
     else:
-        warn("no trained weights at {}: inspecting the freshly initialised model (seed {}); train first for a model "
-             "that has learnt something: python mars.py -cfg {} -train".format(path, mcfg.seed, mcfg.cfgname))
+        start = "start weights " + os.path.basename(os.path.dirname(os.path.dirname(mcfg.checkpointModelFile))) \
+            if mcfg.checkpointModelFile else "freshly initialised weights"
+        warn("no trained weights at {}: inspecting the model as training starts it ({}, seed {}); train first for a "
+             "model that has learnt something: python mars.py -cfg {} -train".format(path, start, mcfg.seed, mcfg.cfgname))
         seedEverything(mcfg.seed)
-        model, label = makeModel(mcfg), "UNTRAINED: freshly initialised weights"
+        model, label = makeModel(mcfg), "UNTRAINED: " + start  # makeModel loads mcfg.checkpointModelFile
     teacher = YoloTeacherModel(mcfg) if mcfg.modelName == "distillation" else None
     return model.eval(), teacher, label
 
