@@ -281,3 +281,12 @@ def test_trainerWritesTheBatchPreview(tmp_path, previews):
     written = sorted(f for f in os.listdir(mcfg.runDir()) if f.startswith("train_batch"))
     assert written == (["train_batch.jpg"] if previews else [])
     assert cv2.imread(os.path.join(mcfg.runDir(), written[0])) is not None if written else True
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_withoutEvaluatorTheBestIsByValidationLossOrTheLastEpoch(tmp_path, validation):
+    mcfg = tinyConfig(tmp_path, maxEpoch=2, evalEveryEpochs=1, epochValidation=validation)
+    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)  # no evaluator: nothing measures mAP
+    trainer.run()
+    assert os.path.isfile(os.path.join(mcfg.cacheDir(), BEST_FILE))
+    assert (trainer.bestMetric is not None) == validation

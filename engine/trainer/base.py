@@ -241,7 +241,8 @@ class BaseTrainer(object):
             log("mosaic {} from epoch {}".format("on ({})".format(wanted) if wanted else "off", epoch + 1))
 
     def evaluationDue(self, epoch):
-        """mAP on the validation split every mcfg.evalEveryEpochs epochs and always after the last one."""
+        """mAP on the validation split every mcfg.evalEveryEpochs epochs and always after the last one (with an
+        evaluator)."""
         every = self.mcfg.evalEveryEpochs
         return self.evaluator is not None and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.mcfg.maxEpoch)
 
@@ -261,17 +262,18 @@ class BaseTrainer(object):
         if not self.isMain:  # rank 0 validates, evaluates and saves
             return
         validationStarted, metric = time.time(), None
+        measuring = self.evaluator is not None and self.mcfg.evalEveryEpochs > 0  # best by fitness
         if self.validationLoader is not None:
             valParts = self.validate()
             row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
-            if self.mcfg.evalEveryEpochs <= 0:
+            if not measuring:
                 metric = -float(sum(w * p for w, p in zip(self.mcfg.lossWeights, valParts)))
         if self.evaluationDue(epoch):
             result = self.evaluator.evaluate(self.ema.module, self.mcfg.validationSplitName)
             metric = fitness(result)
             row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"], fitness=metric)
             log("validation: mAP50={:.3f} mAP50-95={:.3f} fitness={:.4f}".format(result["mAP50"], result["mAP5095"], metric))
-        elif self.mcfg.evalEveryEpochs > 0:
+        elif measuring:
             metric = SKIP_BEST  # no measurement this epoch: best stays
         row["validationSeconds"] = time.time() - validationStarted
         row["seconds"] = time.time() - started
