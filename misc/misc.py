@@ -5,8 +5,6 @@ import tempfile
 
 import numpy as np
 
-import torch
-
 
 class MarsError(Exception):
     """A user mistake (config, path, data, file): mars.py prints it as one `mars: error: ...` line."""
@@ -64,6 +62,7 @@ def syncFolder(folder):
 
 def atomicTorchSave(obj, path):
     """torch.save through atomicWrite."""
+    import torch  # here, not at the top: checking a config name must not wait for torch's import (seconds)
     atomicWrite(path, lambda f: torch.save(obj, f))
 
 
@@ -72,6 +71,7 @@ def safeTorchLoad(path, what="checkpoint", fix=""):
     MarsError naming it (fix: what to do then, appended to the message)."""
     if not os.path.isfile(path):
         raise MarsError("{} file {} does not exist{}".format(what, path, fix and "; " + fix))
+    import torch
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -88,4 +88,5 @@ def seedEverything(seed):
     """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed)
+    import torch
     torch.manual_seed(seed)
