@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -126,9 +127,10 @@ def squares(count, seed):
 
 def test_trained_model_predicts_and_evaluates_through_the_cli(tmp_path, monkeypatch):
     """A MAR20-layout set of red (A1) and blue (A2) squares; a nano model trained in-process (c1.nano.full.cpu.size@64,
-    ~10 s) and saved as that run's best weights. Through mars.py: `-predict` finds in every image a box inside the image
-    that overlaps its square (IoU >= 0.5, original-image pixels); `-eval`'s mAP50= line equals the evaluator's own
-    value on the test split (the learnt images) and is above a floor."""
+    ~10 s) and saved as that run's best weights. Through mars.py: `-predict` finds, in copies of the images twice the
+    size, a box inside the image that overlaps the square (IoU >= 0.5 in original-image pixels: the letterbox is
+    undone); `-eval`'s mAP50= line equals the evaluator's own value on the test split (the learnt images) and is above
+    a floor."""
     import torch
 
     from engine.evaluator import Evaluator
@@ -158,18 +160,20 @@ def test_trained_model_predicts_and_evaluates_through_the_cli(tmp_path, monkeypa
     folder = tmp_path / "new"
     folder.mkdir()
     stems = list(images)[:3]
-    for stem in stems:
-        (folder / (stem + ".jpg")).write_bytes((data / "images" / (stem + ".jpg")).read_bytes())
+    for stem in stems:  # twice the size: the letterbox (scale 1/2) must be undone in the output boxes
+        image = cv2.imread(str(data / "images" / (stem + ".jpg")))
+        cv2.imwrite(str(folder / (stem + ".png")), cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST))
     result = mars("-cfg", cfg, "-root", root, "-predict", str(folder))
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads((tmp_path / "runs" / "tester" / cfg / "predict" / "detections.json").read_text())
-    assert [os.path.basename(r["image"]) for r in records] == [s + ".jpg" for s in stems]
+    assert [os.path.basename(r["image"]) for r in records] == [s + ".png" for s in stems]
     for stem, record in zip(stems, records):
         _, _, [(name, *square)] = images[stem]
+        square = [2 * v for v in square]
         boxes = [det["boxXyxy"] for det in record["detections"]]
         assert boxes, stem
         for x0, y0, x1, y1 in boxes:
-            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64, (stem, boxes)
+            assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128, (stem, boxes)
         assert max(boxIou(box, square) for box in boxes) >= 0.5, (stem, boxes, square)
 
     result = mars("-cfg", cfg, "-root", root, "-eval")
