@@ -24,7 +24,7 @@ the weighted sum is multiplied by B.
 import torch
 import torch.nn.functional as F
 
-from train.loss import DetectionLoss
+from train.loss import DetectionLoss, float32Region
 
 
 def channelWiseDivergence(studentFeat, teacherFeat, temperature=1.0):
@@ -100,7 +100,7 @@ class DistillationDetectionLoss(object):
     def __call__(self, outputs, targets):
         """Float32 whatever the caller's autocast (as DetectionLoss)."""
         device = (outputs["preds"] if isinstance(outputs, dict) else outputs)[0].device
-        with torch.autocast(device.type, enabled=False):
+        with float32Region(device):
             return self.compute(outputs, targets)
 
     def compute(self, outputs, targets):

@@ -13,8 +13,8 @@ class ModelEma(object):
     The average is counted in images, not optimizer steps, so its horizon in epochs does not depend on the batch
     size or the number of ranks (as Ultralytics, which averages once per 64 images): after a step of n images,
     updates += n / nominalBatchSize, d = decay * (1 - exp(-updates / tau)) per nominal batch, and the step applies
-    d ** (n / nominalBatchSize). Four steps of 16 images move the average exactly as one step of 64 would with the
-    same weights.
+    d ** (n / nominalBatchSize). Once the ramp has saturated (d constant), four steps of 16 images move the average
+    exactly as one step of 64 would with the same weights; during the ramp each step uses its own count.
     """
 
     def __init__(self, model, decay=0.9999, tau=2000.0, updates=0.0, nominalBatchSize=NOMINAL_BATCH_SIZE):

@@ -1,9 +1,20 @@
 """DetectionLoss: CIoU box loss + BCE class loss + DFL, with TaskAlignedAssigner targets (YOLOv8)."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
 from misc.bbox import boxIou, boxToDist, distToBox, dflDecode, makeAnchors
 from train.tal import TaskAlignedAssigner
+
+
+def float32Region(device):
+    """A context where autocast is off on device (the loss runs in float32 whatever the caller's autocast); nothing
+    for device types autocast does not know (meta)."""
+    available = getattr(torch.amp, "is_autocast_available", lambda deviceType: deviceType in ("cpu", "cuda"))  # torch < 2.3
+    if not available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 def targetsToPadded(targets, batchSize, imageShape):
@@ -67,7 +78,7 @@ class DetectionLoss(object):
     def __call__(self, preds, targets):
         """The loss in float32 whatever the caller's autocast: anchors, box decoding, IoU and the assigner in a
         low-precision dtype would move boxes by pixels (bf16 keeps 8 bits of mantissa)."""
-        with torch.autocast(preds[0].device.type, enabled=False):
+        with float32Region(preds[0].device):
             parts = self.computeParts([p.float() for p in preds], targets)
         self.parts = parts.detach()
         weights = self.cached(("weights", parts.device), lambda: torch.tensor(self.lossWeights, device=parts.device))
