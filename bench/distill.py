@@ -1,18 +1,23 @@
 """Benchmark of stage 3: does distillation keep the old classes better than plain fine-tuning?
 
     python bench/distill.py [-root DIR] [--size 128] [--teacher-epochs 12] [--student-epochs 20] [--threads 1]
+                            [--seeds 1] [--joint]
 
 On the built-in demo data (generated under the root on first use):
   1. teacher: demo.nano.teacher -- all 20 class outputs, labels of A1..A10 only, the 600-image train split;
   2. from the teacher's best weights, on the 120-image `small` split with all 20 classes and the same epochs:
      (a) finetune: plain DetectionLoss (demo.nano.distillation with modelName "base", no teacher),
      (b) distill <method>: demo.nano.distillation (CWD + response) and demo.nano.distillation.ld (LD + response).
+  3. with --joint, the upper reference: demo.nano.full trained on the train split with all 20 labels for the
+     teacher's epochs (what one model learns when every label is there from the start).
+With --seeds N every student (a) and (b) is trained N times (mcfg.seed 0..N-1: initial shuffle and augmentation;
+the data and the teacher stay fixed), and the table shows mean and standard deviation over the seeds.
 Every model is evaluated on the test split with the ground truth of all 20 classes; the table shows VOC mAP50
 (all-point) over A1..A10, A11..A20 and all classes. The settings are the cfgops files' (weights, temperature,
 freeze epochs, learning rate), except the input size and the epochs given here. Runs land in
 ROOT/bench-distill-<size>px/; a finished teacher is reused (--nobuf trains it again), students always start over.
 The last line, `retained A1-A10 mAP50: finetune=0.xxx distill=0.xxx  new A11-A20: finetune=0.xxx distill=0.xxx`,
-compares plain fine-tuning with the first method of --methods (the default, cwd), for scripts. With the defaults and --threads 1: about 11 CPU minutes (measured table in README.md).
+compares plain fine-tuning with the first method of --methods (the default, cwd), means over the seeds, for scripts. With the defaults and --threads 1: about 11 CPU minutes (measured table in README.md).
 """
 import argparse
 import math
@@ -45,6 +50,8 @@ def parseArgs(argv):
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = torch's default; 1 is faster on a busy machine)")
     parser.add_argument("--nobuf", action="store_true", help="train the teacher again even if it is cached")
+    parser.add_argument("--seeds", type=int, default=1, help="student seeds (mean and standard deviation over them)")
+    parser.add_argument("--joint", action="store_true", help="also train the joint upper reference (all 20 labels)")
     return parser.parse_args(argv)
 
 
@@ -77,6 +84,18 @@ def evaluateRun(mcfg):
     return mean(OLD), mean(NEW), mean(OLD + NEW)
 
 
+def meanSd(values):
+    """-> (mean, sample standard deviation or None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def formatMeanSd(mean, sd):
+    return "{:.3f}".format(mean) if sd is None else "{:.3f} +- {:.3f}".format(mean, sd)
+
+
 def main(argv=None):
     args = parseArgs(argv)
     if args.threads:
@@ -86,30 +105,38 @@ def main(argv=None):
     if unknown:
         raise MarsError("--methods: {} unknown; methods: {}".format(unknown, ", ".join(METHOD_CONFIGS)))
     user = "bench-distill-{}px".format(args.size)
-    rows = []
+    rows = []  # (name, seconds, [(A1-A10, A11-A20, all) per seed])
     teacher = benchConfig("demo.nano.teacher", args, user, "demo.nano.teacher", maxEpoch=args.teacher_epochs,
                           nobuf=args.nobuf)
-    seconds = trainRun(teacher)
-    rows.append(("teacher (A1-A10 labels)", seconds) + evaluateRun(teacher))
-    finetune = benchConfig("demo.nano.distillation", args, user, "demo.nano.finetune", maxEpoch=args.student_epochs,
-                           modelName="base", teacherModelFile=None, nobuf=True)
-    seconds = trainRun(finetune)
-    rows.append(("(a) finetune", seconds) + evaluateRun(finetune))
-    for method in methods:
-        student = benchConfig(METHOD_CONFIGS[method], args, user, "demo.nano.distillation-" + method,
-                              maxEpoch=args.student_epochs, nobuf=True)
-        seconds = trainRun(student)
-        rows.append(("(b) distill " + method, seconds) + evaluateRun(student))
+    rows.append(("teacher (A1-A10 labels)", trainRun(teacher), [evaluateRun(teacher)]))
+    if args.joint:
+        joint = benchConfig("demo.nano.full", args, user, "demo.nano.joint", maxEpoch=args.teacher_epochs, nobuf=args.nobuf)
+        rows.append(("joint (all labels, train)", trainRun(joint), [evaluateRun(joint)]))
+    students = [("(a) finetune", "demo.nano.distillation", "demo.nano.finetune",
+                 dict(modelName="base", teacherModelFile=None))]
+    students += [("(b) distill " + m, METHOD_CONFIGS[m], "demo.nano.distillation-" + m, {}) for m in methods]
+    for name, cfgname, runName, fields in students:
+        results, seconds = [], 0.0
+        for seed in range(args.seeds):
+            student = benchConfig(cfgname, args, user, "{}-s{}".format(runName, seed), maxEpoch=args.student_epochs,
+                                  nobuf=True, seed=seed, **fields)
+            seconds += trainRun(student)
+            results.append(evaluateRun(student))
+        rows.append((name, seconds / args.seeds, results))
 
     print()
     print("demo data, nano, {0}x{0} px; teacher {1} epochs on train (A1-A10 labels); students {2} epochs on small "
-          "(all 20 classes); test split, VOC mAP50".format(args.size, args.teacher_epochs, args.student_epochs))
-    print("{:<26}{:>9}{:>9}{:>9}{:>10}".format("model", "A1-A10", "A11-A20", "all", "train s"))
-    for name, seconds, old, new, both in rows:
-        print("{:<26}{:>9.3f}{:>9.3f}{:>9.3f}{:>10.0f}".format(name, old, new, both, seconds))
-    default = rows[2]  # the first method given (the default configuration, cwd, unless --methods says otherwise)
+          "(all 20 classes), {3} seed(s); test split, VOC mAP50, mean +- sd over seeds".format(
+              args.size, args.teacher_epochs, args.student_epochs, args.seeds))
+    print("{:<27}{:>15}{:>15}{:>15}{:>9}".format("model", "A1-A10", "A11-A20", "all", "train s"))
+    summary = {}
+    for name, seconds, results in rows:
+        stats = [meanSd([r[k] for r in results]) for k in range(3)]
+        summary[name] = stats
+        print("{:<27}{}{:>9.0f}".format(name, "".join("{:>15}".format(formatMeanSd(*m)) for m in stats), seconds))
+    finetune, default = summary[students[0][0]], summary[students[1][0]]  # default: the first method given (cwd)
     print("retained A1-A10 mAP50: finetune={:.3f} distill={:.3f}  new A11-A20: finetune={:.3f} distill={:.3f}".format(
-        rows[1][2], default[2], rows[1][3], default[3]))
+        finetune[0][0], default[0][0], finetune[1][0], default[1][0]))
     return 0
 
 
