@@ -2,6 +2,7 @@
 import csv
 import io
 
+from misc.figure import newFigure
 from misc.misc import atomicWrite
 
 COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095",
@@ -21,7 +22,6 @@ def writeCurves(history, path):
     """Losses (train and validation), learning rate and mAP (when measured) against the epoch."""
     if not history:
         return
-    from eval.report import newFigure  # matplotlib is imported when a figure is drawn, not at start-up
     epochs = [r["epoch"] for r in history]
     fig = newFigure((20, 3.6))
     axes = fig.subplots(1, 5)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dl.vocdataset import loadAnnotation
+from dl.vocdataset import clipToImage, loadAnnotation
 from engine.engine import bestModel
 from engine.imagefiles import DecodedImages
 from engine.inspectmaps import LEVEL_NAMES, assignment, cwdMaps, ldMaps, positivesPerBox, scoreMaps
@@ -56,16 +56,15 @@ def findAnnotation(mcfg, imagePath):
 
 
 def readBoxes(mcfg, xmlPath, imagePath, origShape):
-    """Boxes of one image as training reads them (classes filtered by mcfg.trainSelectedClasses), clipped to the
-    image: classIndexes (n,) int64, boxesXyxy (n, 4) float32 in original-image pixels."""
+    """Boxes of one image as training reads them (classes filtered by mcfg.trainSelectedClasses, VOC difficult
+    objects left out unless mcfg.useDifficult), clipped to the decoded image: classIndexes (n,) int64, boxesXyxy (n, 4)
+    float32 in original-image pixels."""
     classIndex = {name: i for i, name in enumerate(mcfg.classList)}
     selected = None if mcfg.trainSelectedClasses is None else set(mcfg.trainSelectedClasses)
-    annotation = loadAnnotation(xmlPath, imagePath, classIndex, selected, "trainSelectedClasses")
-    classes, boxes = annotation[1], annotation[2].copy()  # (origShape, classIndexes, boxesXyxy, ...)
-    np.clip(boxes[:, 0::2], 0, origShape[1], out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0, origShape[0], out=boxes[:, 1::2])
-    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return classes[valid], boxes[valid]
+    _, classes, boxes, difficult, _, _ = loadAnnotation(xmlPath, imagePath, classIndex, selected, "trainSelectedClasses")
+    keep = np.ones_like(difficult) if mcfg.useDifficult else ~difficult
+    boxes, valid = clipToImage(boxes[keep], origShape)
+    return classes[keep][valid], boxes[valid]
 
 
 def collateTargets(classes, boxesInput, inputShape):

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 
+from misc.figure import newFigure
 from misc.misc import atomicWrite
 
 TABLE_COLUMNS = ("class", "numGt", "precision", "recall", "AP50 VOC", "AP50 COCO", "AP50:95")
@@ -70,15 +71,6 @@ def _writeCsv(result, classList, path):
     for row in _tableRows(result, classList):
         writer.writerow(row[:2] + ["" if value is None else f"{value:.6f}" for value in row[2:]])
     atomicWrite(path, lambda f: f.write(text.getvalue().encode()))
-
-
-def newFigure(size):
-    """A matplotlib Figure on an Agg canvas (matplotlib is imported here, by the modes that draw, not at start-up)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    figure = Figure(figsize=size)
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def _writePrCurves(result, classList, path):

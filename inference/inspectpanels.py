@@ -4,12 +4,11 @@ Every panel is drawn over the network input (the letterboxed RGB image the model
 anchor i of a level with stride s sits at the centre of its cell, ((col + 0.5) s, (row + 0.5) s).
 """
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from misc.figure import newFigure
 from misc.misc import atomicWrite
 
 LEVEL_NAMES = ("P3", "P4", "P5")
@@ -18,13 +17,6 @@ BOX_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", 
               "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
 DPI = 100
 MIN_LABELLED_SCORE = 0.01  # score-map peaks below this are not labelled (an untrained map is ~0 everywhere)
-
-
-def newFigure(width, height):
-    """A Figure of width x height inches on its own Agg canvas."""
-    figure = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def savePng(figure, path):
@@ -60,7 +52,7 @@ def assignmentPanel(imageRgb, boxesXyxy, boxNames, positives, assigned, title, p
     alignment); boxesXyxy None: no annotation (the title says so). Marker size by stride, colour by box, shade by
     alignment (pale = low, full colour = the box's best anchor).
     """
-    figure = newFigure(5.6, 6.2)
+    figure = newFigure((5.6, 6.2), DPI)
     axes = figure.add_axes((0.02, 0.2, 0.96, 0.72))
     showImage(axes, imageRgb, title)
     if boxesXyxy is None:
@@ -99,7 +91,7 @@ def scoreMapPanel(imageRgb, levels, boxesXyxy, title, path):
     levels: engine.inspectmaps.scoreMaps's list; boxesXyxy: (n, 4) network-input pixels or None (outlined in white).
     """
     h, w = imageRgb.shape[:2]
-    figure = newFigure(10.5, 4.0)
+    figure = newFigure((10.5, 4.0), DPI)
     grey = np.repeat(imageRgb.mean(2, keepdims=True), 3, axis=2).astype(np.uint8)
     vmax = max(max(float(level["maxScore"].max()) for level in levels), 1e-3)  # one scale for the three levels
     for i, level in enumerate(levels):
@@ -136,7 +128,7 @@ def cwdPanel(features, title, path):
     and each position's share of KL(teacher || student) (red: the teacher attends there more than the student, blue:
     less; the shares sum to the CWD term). features: [(name, shape, engine.inspectmaps.cwdMaps dict)]."""
     rows = len(features)
-    figure = newFigure(9.0, 2.1 * rows + 0.7)
+    figure = newFigure((9.0, 2.1 * rows + 0.7), DPI)
     height = (1 - 0.7 / (2.1 * rows + 0.7)) / rows
     for r, (name, shape, maps) in enumerate(features):
         y = 1 - 0.7 / (2.1 * rows + 0.7) - (r + 1) * height
@@ -157,7 +149,7 @@ def cwdPanel(features, title, path):
 def ldPanel(levels, value, title, path):
     """Localisation distillation per anchor: the box-distribution KL and the teacher's anchor weight, per level.
     levels: engine.inspectmaps.ldMaps's list; value: the LD term."""
-    figure = newFigure(10.0, 6.0)
+    figure = newFigure((10.0, 6.0), DPI)
     for i, level in enumerate(levels):
         H, W = level["kl"].shape
         heatmap(figure, (0.02 + i * 0.33, 0.5, 0.27, 0.36), level["kl"].numpy(),
