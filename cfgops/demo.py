@@ -1,13 +1,13 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
+Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), hard (the MAR20-like style of dl/demohard.py: 400/80/120/100 images of 320-640 px with 4-20 small aircraft in shared liveries, clutter and occlusion, input 320; combines with the others, e.g. demo.nano.hard.distillation), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N).
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath
 from misc.misc import MarsError
 
-TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic", "tiny")
+TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic", "tiny", "hard")
 
 
 def mcfg(tags):
@@ -25,8 +25,11 @@ def mcfg(tags):
     mcfg.minLearningRate = 0.001
     mcfg.epochValidation = False
     mcfg.paintImages = True
+    if "hard" in tags:  # closer to real remote sensing: the data set to tune distillation on
+        mcfg.demoStyle, mcfg.demoSize, mcfg.demoImageSize = "hard", (400, 80, 120, 100), (320, 640)
+        mcfg.inputShape = (320, 320)
     if "tiny" in tags:
-        mcfg.demoSize, mcfg.demoImageSize = (16, 8, 8, 8), 128
+        mcfg.demoSize, mcfg.demoImageSize = (16, 8, 8, 8), ((160, 256) if "hard" in tags else 128)
         mcfg.inputShape, mcfg.batchSize, mcfg.maxEpoch, mcfg.dcore = (96, 96), 4, 2, 0
         mcfg.deterministic = True
     applyCommonTags(mcfg, tags, TAGS, "demo")
@@ -41,14 +44,14 @@ def mcfg(tags):
         mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
         mcfg.testSelectedClasses = mcfg.trainSelectedClasses
     if "distillation" in tags:
-        # the teacher run: same phase and data size (tiny) as this run, e.g. demo.nano.tiny.teacher
-        teacherRun = ".".join(["demo", phase] + (["tiny"] if "tiny" in tags else []) + ["teacher"])
+        # the teacher run: same phase, data style (hard) and size (tiny) as this run, e.g. demo.nano.hard.teacher
+        teacherRun = ".".join(["demo", phase] + [t for t in ("hard", "tiny") if t in tags] + ["teacher"])
         mcfg.modelName = "distillation"
         mcfg.checkpointModelFile = teacherRun + "/__cache__/best_weights.pth"
         mcfg.teacherModelFile = mcfg.checkpointModelFile
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
-        mcfg.backboneFreezeEpochs = list(range(5))
+        mcfg.backboneFreezeEpochs = list(range(mcfg.maxEpoch // 4))  # the first quarter (5 of bench/distill.py's 20)
         mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: tuned with bench/distill.py
         if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
             mcfg.distilMethod, mcfg.distilLossWeights = "ld", (1.0, 4.0, 0.25)

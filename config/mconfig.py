@@ -14,6 +14,8 @@ PHASES = {
 OPTIMIZERS = ("SGD", "ADAMW")
 SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
+DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident")  # anchors of the response term (train/distilloss.py)
+DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (dl/demo.py, dl/demohard.py)
 DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
 
@@ -51,6 +53,7 @@ class ModelConfig(object):
         self.demoData = False  # generate the built-in demo data under <root>/demo-data and point the data knobs there
         self.demoSize = (600, 100, 150, 120)  # demo images: train, validation, test, small (a subset of train)
         self.demoImageSize = 192  # pixels, square demo images
+        self.demoStyle = "easy"  # "easy" | "hard" (dl/demohard.py: demoImageSize is then the (min, max) image side)
 
         # --- model ---
         self.modelName = "base"  # "base" or "distillation"
@@ -86,6 +89,8 @@ class ModelConfig(object):
         self.distilTemperature = 1.0  # softmax / sigmoid temperature of the distillation terms (1 = unsoftened)
         self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
+        self.distilResponseMask = "all"  # response anchors: "all", "outsideNew" (not in new-class boxes), "confident"
+        self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 1  # epochs between validation mAP measurements (and after the last epoch); the best
         # checkpoint is the one of highest fitness 0.1 * AP50 + 0.9 * AP50:95 (0 = never: best by validation loss)
@@ -160,6 +165,7 @@ class ModelConfig(object):
         if len(self.distilLossWeights) != 3:
             raise MarsError("mcfg.distilLossWeights={!r} must be three numbers (detection, knowledge (CWD or LD), response)".format(self.distilLossWeights))
         self.finalizeDistillation()
+        self.finalizeDemo()
         if self.talTopk < 1:
             raise MarsError("mcfg.talTopk={} must be at least 1".format(self.talTopk))
         if not (0.0 < self.minIou < 1.0):
@@ -168,12 +174,26 @@ class ModelConfig(object):
             raise MarsError("mcfg.baseLearningRate / minLearningRate must be positive")
         return self
 
+    def finalizeDemo(self):
+        """Check the demo data knobs (the factory calls it before generating the data)."""
+        if self.demoStyle not in DEMO_STYLES:
+            raise MarsError("mcfg.demoStyle={!r} is unknown; use one of {}".format(self.demoStyle, ", ".join(DEMO_STYLES)))
+        size = self.demoImageSize
+        sides = [size] if isinstance(size, int) else list(size) if self.demoStyle == "hard" and isinstance(size, (list, tuple)) else []
+        if not (len(sides) in (1, 2) and all(isinstance(v, int) and v > 0 for v in sides) and sides == sorted(sides)):
+            raise MarsError("mcfg.demoImageSize={!r} must be a positive int (pixels){}".format(
+                self.demoImageSize, "" if self.demoStyle == "easy" else " or (min, max) image side, e.g. (320, 640)"))
+
     def finalizeDistillation(self):
         """Check the distillation knobs (the teacher file itself is checked by the factory and the teacher model)."""
         if not (isinstance(self.distilTemperature, (int, float)) and self.distilTemperature > 0):
             raise MarsError("mcfg.distilTemperature={!r} must be a positive number (1.0 = unsoftened)".format(self.distilTemperature))
         if self.distilMethod not in DISTIL_METHODS:
             raise MarsError("mcfg.distilMethod={!r} is unknown; use one of {}".format(self.distilMethod, ", ".join(DISTIL_METHODS)))
+        if self.distilResponseMask not in DISTIL_RESPONSE_MASKS:
+            raise MarsError("mcfg.distilResponseMask={!r} is unknown; use one of {}".format(self.distilResponseMask, ", ".join(DISTIL_RESPONSE_MASKS)))
+        if not (isinstance(self.distilConfidence, (int, float)) and 0 <= self.distilConfidence <= 1):
+            raise MarsError("mcfg.distilConfidence={!r} must be a number in [0, 1]".format(self.distilConfidence))
         unknown = [name for name in self.distilFeatures if name not in DISTIL_FEATURES]
         if unknown or not self.distilFeatures:
             raise MarsError("mcfg.distilFeatures={!r} must name at least one of {}".format(self.distilFeatures, ", ".join(DISTIL_FEATURES)))

@@ -9,6 +9,8 @@ size (about 20-60 pixels long), with no two boxes overlapping. A type is a wing 
 an engine layout (4), each with its own colour, so a nano YOLOv8 tells them apart after a few CPU minutes.
 Everything follows from the seed (numpy Generator). The folder is written under a temporary name and renamed
 when complete, so an interrupted run never leaves a half data set behind.
+This is the "easy" style; the "hard" style (dl/demohard.py: 320-640 px images, many small aircraft in shared
+liveries, clutter, shadows, occlusion) is chosen with style="hard" and reuses this module's shapes and files.
 """
 import json
 import math
@@ -23,7 +25,8 @@ from tqdm import tqdm
 from misc.log import log
 from misc.misc import MarsError
 
-DEMO_VERSION = 1  # bump when the drawing changes, so cached demo data is regenerated
+DEMO_VERSION = 1  # bump when the drawing changes, so cached demo data is regenerated (the hard style: demohard.py)
+STYLES = ("easy", "hard")  # drawing styles (mcfg.demoStyle)
 NUM_CLASSES = 20
 MARKER = "demo-complete.json"
 SPLITS = ("train", "validation", "test", "small")
@@ -152,6 +155,27 @@ def vocXmlText(fileName, width, height, objects, names):
     return "\n".join(lines) + "\n"
 
 
+class ClassDeck(object):
+    """Class indexes in shuffled rounds of all numClasses, so every run of numClasses draws holds every class."""
+
+    def __init__(self, rng, numClasses=NUM_CLASSES):
+        self.rng, self.numClasses, self.cards = rng, numClasses, []
+
+    def __call__(self):
+        if not self.cards:
+            self.cards.extend(self.rng.permutation(self.numClasses).tolist())
+        return self.cards.pop()
+
+    def putBack(self, classIndex):
+        """Return a drawn class that found no room: it is the next one drawn."""
+        self.cards.append(classIndex)
+
+
+def checkStyle(style):
+    if style not in STYLES:
+        raise MarsError("demo data style {!r} is unknown; use one of {}".format(style, ", ".join(STYLES)))
+
+
 def chooseSmallSplit(imageClasses, numSmall, rng):
     """Indexes (sorted) of about numSmall images whose classes together cover every class that appears.
 
@@ -176,17 +200,30 @@ def chooseSmallSplit(imageClasses, numSmall, rng):
 
 
 def generateDemoData(dataDir, seed=0, numTrain=600, numValidation=100, numTest=150, numSmall=120, imageSize=192,
-                     objectsPerImage=(1, 5)):
-    """Write the demo data set into dataDir (which must not exist or be empty). Returns dataDir."""
+                     objectsPerImage=None, style="easy"):
+    """Write the demo data set into dataDir (which must not exist or be empty). Returns dataDir.
+
+    style "easy": square images of imageSize pixels, objectsPerImage (min, max) defaults to (1, 5); "hard"
+    (dl/demohard.py): each image side drawn in imageSize = (min, max) pixels (an int: that size), objectsPerImage
+    defaults to (4, 20).
+    """
+    checkStyle(style)
     rng = np.random.default_rng(seed)
     names = classNames()
     typeParts = [aircraftParts(k) for k in range(NUM_CLASSES)]
-    deck = []
+    classDeck = ClassDeck(rng)
+    if style == "hard":
+        from dl import demohard  # here: dl/demohard.py imports this module's helpers
+        sideMin, sideMax = demohard.sideRange(imageSize)
 
-    def classDeck():  # classes in shuffled rounds of all 20, so every run of 20 objects holds every class
-        if not deck:
-            deck.extend(rng.permutation(NUM_CLASSES).tolist())
-        return deck.pop()
+        def drawOne():
+            width, height = (int(v) for v in rng.integers(sideMin, sideMax + 1, 2))
+            image, objects, _ = demohard.drawHardImage(rng, width, height, classDeck, typeParts,
+                                                       objectsPerImage or demohard.OBJECTS_PER_IMAGE)
+            return image, objects
+    else:
+        def drawOne():
+            return drawImage(rng, imageSize, classDeck, objectsPerImage or (1, 5), typeParts)
 
     for sub in ("images", "annotations", os.path.join("splits", "v5")):
         os.makedirs(os.path.join(dataDir, sub), exist_ok=True)
@@ -199,11 +236,11 @@ def generateDemoData(dataDir, seed=0, numTrain=600, numValidation=100, numTest=1
             bar.update(1)
             index += 1
             stem = "{:05d}".format(index)
-            image, objects = drawImage(rng, imageSize, classDeck, objectsPerImage, typeParts)
+            image, objects = drawOne()
             if not cv2.imwrite(os.path.join(dataDir, "images", stem + ".jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise MarsError("cannot write demo image {}".format(os.path.join(dataDir, "images", stem + ".jpg")))
             with open(os.path.join(dataDir, "annotations", stem + ".xml"), "w", encoding="utf-8") as f:
-                f.write(vocXmlText(stem + ".jpg", imageSize, imageSize, objects, names))
+                f.write(vocXmlText(stem + ".jpg", image.shape[1], image.shape[0], objects, names))
             splitStems[splitName].append(stem)
             if splitName == "train":
                 trainClasses.append({o[0] for o in objects})
@@ -216,26 +253,36 @@ def generateDemoData(dataDir, seed=0, numTrain=600, numValidation=100, numTest=1
     return dataDir
 
 
-def ensureDemoData(dataRoot, seed=0, numTrain=600, numValidation=100, numTest=150, numSmall=120, imageSize=192):
+def ensureDemoData(dataRoot, seed=0, numTrain=600, numValidation=100, numTest=150, numSmall=120, imageSize=192,
+                   style="easy"):
     """The demo data folder under dataRoot, generated on first use (a complete marker file means reuse).
 
-    Returns dataDir = dataRoot/mar20demo-v<version>-s<seed>-<size>px-<train>-<validation>-<test>-<small>.
+    Returns dataDir = dataRoot/mar20demo-v<version>-s<seed>-<size>px-<train>-<validation>-<test>-<small> (style
+    "easy"), or dataRoot/mar20hard-v<hard version>-s<seed>-<min>to<max>px-<train>-... (style "hard", imageSize the
+    (min, max) image side in pixels).
     """
+    checkStyle(style)
     params = {"version": DEMO_VERSION, "seed": seed, "numTrain": numTrain, "numValidation": numValidation,
               "numTest": numTest, "numSmall": numSmall, "imageSize": imageSize}
-    dataDir = os.path.join(dataRoot, "mar20demo-v{}-s{}-{}px-{}-{}-{}-{}".format(
-        DEMO_VERSION, seed, imageSize, numTrain, numValidation, numTest, numSmall))
+    kind, size = "demo", "{}px".format(imageSize)
+    if style == "hard":
+        from dl import demohard  # here: dl/demohard.py imports this module's helpers
+        imageSize = demohard.sideRange(imageSize)
+        params.update(style=style, version=demohard.HARD_VERSION, imageSize=list(imageSize))
+        kind, size = "hard", "{}to{}px".format(*imageSize)
+    dataDir = os.path.join(dataRoot, "mar20{}-v{}-s{}-{}-{}-{}-{}-{}".format(
+        kind, params["version"], seed, size, numTrain, numValidation, numTest, numSmall))
     if os.path.isfile(os.path.join(dataDir, MARKER)):
         return dataDir
     if os.path.exists(dataDir):
         raise MarsError("demo data folder {} exists but has no {} (not a complete demo data set); delete it and "
                         "run again".format(dataDir, MARKER))
     os.makedirs(dataRoot, exist_ok=True)
-    log("generating demo data ({} train, {} validation, {} test images) in {}".format(
-        numTrain, numValidation, numTest, dataDir))
+    log("generating {}demo data ({} train, {} validation, {} test images) in {}".format(
+        "hard " if style == "hard" else "", numTrain, numValidation, numTest, dataDir))
     tmp = tempfile.mkdtemp(prefix=".tmp-mar20demo-", dir=dataRoot)
     try:
-        generateDemoData(tmp, seed, numTrain, numValidation, numTest, numSmall, imageSize)
+        generateDemoData(tmp, seed, numTrain, numValidation, numTest, numSmall, imageSize, style=style)
         with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f)
         try:

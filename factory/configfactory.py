@@ -27,8 +27,9 @@ def makeConfig(cfgname, root, user, nobuf=False):
     for knob in ("checkpointModelFile", "teacherModelFile"):
         resolveRunFile(mcfg, knob)
     if mcfg.demoData:
+        mcfg.finalizeDemo()  # a wrong demoStyle / demoImageSize is reported before any generation
         configureDemoData(mcfg, ensureDemoData(os.path.join(mcfg.root, "demo-data"), mcfg.seed, *mcfg.demoSize,
-                                                 imageSize=mcfg.demoImageSize))
+                                                 imageSize=mcfg.demoImageSize, style=mcfg.demoStyle))
     elif not os.path.isdir(mcfg.imageDir or ""):
         raise MarsError("data set not found: mcfg.imageDir {} does not exist (cfgops/{}.py). Expected <data root>/images/"
                         "<stem>.jpg, <data root>/annotations/<stem>.xml and <data root>/splits/v5/{{train,validation,test,small}}"
