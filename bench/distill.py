@@ -36,17 +36,30 @@ from misc.misc import MarsError  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
 
 OLD, NEW = list(range(10)), list(range(10, 20))  # A1..A10 (the teacher's classes), A11..A20
-METHOD_CONFIGS = {"cwd": "demo.nano.distillation", "ld": "demo.nano.distillation.ld"}  # mcfg.distilMethod -> config
+# method -> (tags after demo.nano[.hard], knobs set on top of the config); the first two are the cfgops tags
+METHODS = {
+    "cwd": ("distillation", {}),
+    "ld": ("distillation.ld", {}),
+    "cwd-outside": ("distillation", {"distilResponseMask": "outsideNew"}),
+    "ld-outside": ("distillation.ld", {"distilResponseMask": "outsideNew"}),
+    "cwd-confident": ("distillation", {"distilResponseMask": "confident"}),
+    "cwd-noresponse": ("distillation", {"distilLossWeights": (1.0, 0.25, 0.0)}),
+}
+PRESETS = {"easy": ("demo.nano", 128), "hard": ("demo.nano.hard", 320)}  # preset -> (config prefix, default size)
 
 
 def parseArgs(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
                         help="run root outside the code folder (default: $MARS_ROOT or ~/mars-runs)")
-    parser.add_argument("--size", type=int, default=128, help="input size, pixels (multiple of 32)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="easy",
+                        help="demo data: easy (demo.nano, 192 px images) or hard (demo.nano.hard, 320-640 px, small objects)")
+    parser.add_argument("--size", type=int, default=0, help="input size, pixels (multiple of 32; 0 = 128 easy, 320 hard)")
     parser.add_argument("--teacher-epochs", type=int, default=12)
     parser.add_argument("--student-epochs", type=int, default=20, help="epochs of every student (a) and (b)")
-    parser.add_argument("--methods", default=",".join(METHOD_CONFIGS), help="distillation methods, comma-separated")
+    parser.add_argument("--methods", default="finetune,cwd,ld",
+                        help="students, comma-separated: finetune (plain fine-tuning) and distillation methods from: "
+                        + ", ".join(METHODS))
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = torch's default; 1 is faster on a busy machine)")
     parser.add_argument("--nobuf", action="store_true", help="train the teacher again even if it is cached")
@@ -55,9 +68,10 @@ def parseArgs(argv):
     return parser.parse_args(argv)
 
 
-def benchConfig(cfgname, args, user, runName, **fields):
-    """The cfgops config cfgname with the bench's input size, run name and fields."""
-    mcfg = makeConfig(cfgname, args.root, user)
+def benchConfig(cfgname, epochs, args, user, runName, **fields):
+    """The cfgops config cfgname with the tag epoch@<epochs> (so the config's epoch-dependent knobs, such as the
+    distillation's frozen first quarter, follow), the bench's input size, run name and fields."""
+    mcfg = makeConfig("{}.epoch@{}".format(cfgname, epochs), args.root, user)
     mcfg.cfgname, mcfg.inputShape = runName, (args.size, args.size)
     for knob, value in fields.items():
         setattr(mcfg, knob, value)
@@ -101,40 +115,45 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHOD_CONFIGS]
+    unknown = [m for m in methods if m not in METHODS and m != "finetune"]
     if unknown:
-        raise MarsError("--methods: {} unknown; methods: {}".format(unknown, ", ".join(METHOD_CONFIGS)))
-    user = "bench-distill-{}px".format(args.size)
+        raise MarsError("--methods: {} unknown; methods: finetune, {}".format(unknown, ", ".join(METHODS)))
+    prefix, defaultSize = PRESETS[args.preset]
+    args.size = args.size or defaultSize
+    user = "bench-distill-{}-{}px".format(args.preset, args.size)
     rows = []  # (name, seconds, [(A1-A10, A11-A20, all) per seed])
-    teacher = benchConfig("demo.nano.teacher", args, user, "demo.nano.teacher", maxEpoch=args.teacher_epochs,
+    teacher = benchConfig(prefix + ".teacher", args.teacher_epochs, args, user, prefix + ".teacher",
                           nobuf=args.nobuf)
     rows.append(("teacher (A1-A10 labels)", trainRun(teacher), [evaluateRun(teacher)]))
     if args.joint:
-        joint = benchConfig("demo.nano.full", args, user, "demo.nano.joint", maxEpoch=args.teacher_epochs, nobuf=args.nobuf)
+        joint = benchConfig(prefix + ".full", args.teacher_epochs, args, user, prefix + ".joint", nobuf=args.nobuf)
         rows.append(("joint (all labels, train)", trainRun(joint), [evaluateRun(joint)]))
-    students = [("(a) finetune", "demo.nano.distillation", "demo.nano.finetune",
-                 dict(modelName="base", teacherModelFile=None))]
-    students += [("(b) distill " + m, METHOD_CONFIGS[m], "demo.nano.distillation-" + m, {}) for m in methods]
+    students = [("(a) finetune", prefix + ".distillation", prefix + ".finetune",
+                 dict(modelName="base", teacherModelFile=None))] if "finetune" in methods else []
+    students += [("(b) distill " + m, prefix + "." + METHODS[m][0], prefix + ".distillation-" + m, METHODS[m][1])
+                 for m in methods if m != "finetune"]
     for name, cfgname, runName, fields in students:
         results, seconds = [], 0.0
         for seed in range(args.seeds):
-            student = benchConfig(cfgname, args, user, "{}-s{}".format(runName, seed), maxEpoch=args.student_epochs,
+            student = benchConfig(cfgname, args.student_epochs, args, user, "{}-s{}".format(runName, seed),
                                   nobuf=True, seed=seed, **fields)
             seconds += trainRun(student)
             results.append(evaluateRun(student))
         rows.append((name, seconds / args.seeds, results))
 
     print()
-    print("demo data, nano, {0}x{0} px; teacher {1} epochs on train (A1-A10 labels); students {2} epochs on small "
+    print("{4} demo data, nano, {0}x{0} px; teacher {1} epochs on train (A1-A10 labels); students {2} epochs on small "
           "(all 20 classes), {3} seed(s); test split, VOC mAP50, mean +- sd over seeds".format(
-              args.size, args.teacher_epochs, args.student_epochs, args.seeds))
+              args.size, args.teacher_epochs, args.student_epochs, args.seeds, args.preset))
     print("{:<27}{:>15}{:>15}{:>15}{:>9}".format("model", "A1-A10", "A11-A20", "all", "train s"))
     summary = {}
     for name, seconds, results in rows:
         stats = [meanSd([r[k] for r in results]) for k in range(3)]
         summary[name] = stats
         print("{:<27}{}{:>9.0f}".format(name, "".join("{:>15}".format(formatMeanSd(*m)) for m in stats), seconds))
-    finetune, default = summary[students[0][0]], summary[students[1][0]]  # default: the first method given (cwd)
+    if "finetune" not in methods or len(students) < 2:
+        return 0
+    finetune, default = summary[students[0][0]], summary[students[1][0]]  # default: the first method after finetune
     print("retained A1-A10 mAP50: finetune={:.3f} distill={:.3f}  new A11-A20: finetune={:.3f} distill={:.3f}".format(
         finetune[0][0], default[0][0], finetune[1][0], default[1][0]))
     return 0

@@ -30,19 +30,21 @@ def mcfg(tags):
     mcfg.dcore = 8
     mcfg.batchSize = 16
     mcfg.paintImages = True
-    applyCommonTags(mcfg, tags, TAGS, "c1")
+    if "full" in tags or "teacher" in tags:
+        mcfg.maxEpoch = 200
+    if "distillation" in tags:
+        mcfg.maxEpoch = 100
+    applyCommonTags(mcfg, tags, TAGS, "c1")  # after the file's epochs, so that epoch@N wins
     if "mosaic" in tags:  # 4-image mosaic on every training sample (Ultralytics' default), off for the last 10 epochs
         mcfg.mosaic = 1.0
     phase = mcfg.phase
 
     if "full" in tags:
-        mcfg.maxEpoch = 200
         mcfg.backboneFreezeEpochs = []
     if "pretrained" in tags:  # stage 2: an official backbone (tools/convert.py ... --backbone-only), frozen at first
         mcfg.pretrainedBackboneUrl = pretrainedBackbonePath(phase)
         mcfg.backboneFreezeEpochs = list(range(10))
     if "teacher" in tags:
-        mcfg.maxEpoch = 200
         mcfg.trainSelectedClasses = ["A{}".format(i) for i in range(1, 11)]
         mcfg.testSelectedClasses = mcfg.trainSelectedClasses
     if "distillation" in tags:
@@ -51,8 +53,7 @@ def mcfg(tags):
         mcfg.teacherModelFile = mcfg.checkpointModelFile
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
-        mcfg.maxEpoch = 100
-        mcfg.backboneFreezeEpochs = list(range(25))
+        mcfg.backboneFreezeEpochs = list(range(mcfg.maxEpoch // 4))  # the first quarter: 25 of 100 epochs
         mcfg.epochValidation = False
         mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: the demo's tuning (bench/distill.py)
         if "ld" in tags:  # localisation distillation of the box distributions instead of CWD

@@ -96,6 +96,86 @@ def test_response_hand_worked_zero_and_gradient_sign():
     assert responseDivergence(logits + 0.5, logits).item() > 0
 
 
+def test_masked_response_hand_worked_and_empty_mask():
+    """Two anchors, one class; the mask keeps anchor 0 only: the value is anchor 0's KL over max(1, its pt), anchor 1
+    gets no gradient. A mask that keeps nothing gives exactly 0, finite zero gradients."""
+    student = torch.zeros(1, 2, 1, requires_grad=True)
+    teacher = torch.tensor([2.0, -1.0]).view(1, 2, 1)
+    pt = torch.sigmoid(torch.tensor(2.0)).item()
+    loss = responseDivergence(student, teacher, anchorMask=torch.tensor([[True, False]]))
+    assert loss.item() == pytest.approx(pt * math.log(pt / 0.5) + (1 - pt) * math.log((1 - pt) / 0.5), abs=1e-6)
+    loss.backward()
+    assert student.grad[0, 0, 0].item() == pytest.approx(0.5 - pt, abs=1e-6) and student.grad[0, 1, 0].item() == 0.0
+    big = torch.full((1, 2, 1), 3.0)  # pt = 0.95 per anchor: the normaliser is the kept anchor's pt, not both
+    ptBig = torch.sigmoid(torch.tensor(3.0)).item()
+    kl = ptBig * math.log(ptBig / 0.5) + (1 - ptBig) * math.log((1 - ptBig) / 0.5)
+    assert responseDivergence(torch.zeros(1, 2, 1), big, anchorMask=torch.tensor([[1.0, 0.0]])).item() == \
+        pytest.approx(kl / 1.0, abs=1e-6)  # max(1, 0.95) = 1
+    assert responseDivergence(torch.zeros(1, 2, 1), big).item() == pytest.approx(2 * kl / (2 * ptBig), abs=1e-6)
+    empty = torch.randn(2, 5, 3, requires_grad=True)
+    loss = responseDivergence(empty, torch.randn(2, 5, 3), anchorMask=torch.zeros(2, 5, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(empty.grad).all() and empty.grad.abs().sum() == 0
+
+
+def expectedAnchorsOutside(box, size=SIZE, strides=(8, 16, 32)):
+    """Anchors (level by level, row-major) whose centre is NOT strictly inside box (x0, y0, x1, y1) pixels, sides
+    of at least 16 px (no widening): a list of bools, by hand."""
+    keep = []
+    for s in strides:
+        for i in range(size // s):
+            for j in range(size // s):
+                x, y = (j + 0.5) * s, (i + 0.5) * s
+                keep.append(not (box[0] < x < box[2] and box[1] < y < box[3]))
+    return keep
+
+
+def test_response_anchors_outside_new_boxes_and_confident(teacherFile):
+    """outsideNew leaves out exactly the anchors inside new-class boxes (an old-class box masks nothing);
+    confident keeps, of those, the anchors where the teacher's best old-class score reaches distilConfidence."""
+    mcfg = studentConfig(teacherFile, distilResponseMask="outsideNew")
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    preds = student(torch.rand(2, 3, SIZE, SIZE))["preds"]
+    targets = torch.tensor([[0, 14, 0.0, 0.0, 0.5, 0.5],   # new class A15 in image 0: 0..32 px
+                            [1, 3, 0.25, 0.25, 1.0, 1.0]])  # old class A4 in image 1
+    A = sum(p.shape[2] * p.shape[3] for p in preds)
+    teacherOld = torch.full((2, A, 10), -5.0)
+    keep = loss.responseAnchors(preds, targets, teacherOld)
+    assert keep[0].tolist() == expectedAnchorsOutside((0, 0, 32, 32))
+    assert int((~keep[0]).sum()) == 16 + 4 + 1
+    assert keep[1].all()
+    loss.confidence = 0.25
+    loss.responseMask = "confident"
+    teacherOld[:, ::2, 7] = math.log(0.3 / 0.7)  # score 0.3 on even anchors
+    teacherOld[:, 1::4, 2] = math.log(0.2 / 0.8)  # 0.2 on some odd anchors: below the threshold
+    confident = loss.responseAnchors(preds, targets, teacherOld)
+    even = torch.arange(A) % 2 == 0
+    assert torch.equal(confident, keep & even)
+
+
+def test_masked_response_in_the_loss_and_all_new_batch(teacherFile):
+    """The loss's response equals responseDivergence over the kept anchors; a batch where every anchor lies in a
+    new-class box gives response 0 and a finite loss and gradients."""
+    mcfg = studentConfig(teacherFile, distilResponseMask="outsideNew")
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    loss(outputs, TARGETS)
+    predLogits = loss.detection.flatten(outputs["preds"])[1][..., :10]
+    teacherLogits = loss.detection.flatten(outputs["teacherPreds"])[1][..., :10]
+    keep = loss.responseAnchors(outputs["preds"], TARGETS, teacherLogits)
+    assert not keep.all() and keep.any()
+    assert loss.distilParts[1].item() == pytest.approx(responseDivergence(predLogits, teacherLogits,
+                                                                          anchorMask=keep).item(), rel=1e-5)
+    assert loss.distilParts[1].item() != pytest.approx(responseDivergence(predLogits, teacherLogits).item(), rel=1e-3)
+    everywhere = torch.tensor([[0, 12, 0.0, 0.0, 1.0, 1.0], [1, 19, 0.0, 0.0, 1.0, 1.0]])
+    total = loss(outputs, everywhere)
+    assert loss.distilParts[1].item() == 0.0 and torch.isfinite(total)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+
+
 def test_localisation_hand_worked_zero_and_gradient_sign():
     """regMax 2, one anchor: every side's teacher bins (0.75, 0.25), student (0.5, 0.5); an anchor of weight 0
     contributes nothing."""
@@ -274,6 +354,10 @@ def test_knob_validation():
         makeConfig(distilFeatures=("feat1", "P3"))
     with pytest.raises(MarsError, match="distilTemperature"):
         makeConfig(distilTemperature=0)
+    with pytest.raises(MarsError, match="distilResponseMask"):
+        makeConfig(distilResponseMask="inside")
+    with pytest.raises(MarsError, match="distilConfidence"):
+        makeConfig(distilConfidence=1.5)
     with pytest.raises(MarsError, match="teacherClassIndexes"):
         makeConfig(modelName="distillation", teacherModelFile="t.pth", teacherClassIndexes=[0, 20])
     with pytest.raises(MarsError, match="teacherModelFile"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cfgops import c1, demo
 from config.tags import pretrainedBackbonePath
 from dl.aug import augmentSample, mosaicCanvas
 from dl.vocdataset import VocDataset, makeDataLoader
@@ -290,3 +291,15 @@ def test_withoutEvaluatorTheBestIsByValidationLossOrTheLastEpoch(tmp_path, valid
     trainer.run()
     assert os.path.isfile(os.path.join(mcfg.cacheDir(), BEST_FILE))
     assert (trainer.bestMetric is not None) == validation
+
+
+def test_epochTagWinsOverTheFileEpochs():
+    """epoch@N sets the epochs of every stage (the file's 200 / 100 are only defaults), and the student's frozen
+    backbone is the first quarter of its epochs."""
+    assert c1.mcfg(["nano", "teacher", "epoch@30"]).maxEpoch == 30
+    assert c1.mcfg(["nano", "full", "epoch@7"]).maxEpoch == 7
+    assert c1.mcfg(["nano", "teacher"]).maxEpoch == 200
+    student = c1.mcfg(["nano", "distillation", "epoch@30"])
+    assert student.maxEpoch == 30 and student.backboneFreezeEpochs == list(range(7))
+    assert c1.mcfg(["nano", "distillation"]).backboneFreezeEpochs == list(range(25))
+    assert demo.mcfg(["nano", "distillation", "epoch@20"]).backboneFreezeEpochs == list(range(5))

@@ -42,17 +42,22 @@ def channelWiseDivergence(studentFeat, teacherFeat, temperature=1.0):
     return kl.mean() * temperature ** 2
 
 
-def responseDivergence(studentLogits, teacherLogits, temperature=1.0):
+def responseDivergence(studentLogits, teacherLogits, temperature=1.0, anchorMask=None):
     """Binary KL between the teacher's and the student's per-class sigmoid scores (see the module docstring).
 
     studentLogits, teacherLogits: (B, A, k) class logits of the k teacher classes.
-    Returns a scalar: sum over (B, A, k) of KL(pt || ps) * T^2 / max(1, sum of pt), pt = sigmoid(zt / T)."""
+    anchorMask: None (every anchor) or (B, A) bool/0-1, the anchors that take part.
+    Returns a scalar: sum over the kept (B, A) and k of KL(pt || ps) * T^2 / max(1, sum of their pt),
+    pt = sigmoid(zt / T); 0 (with a zero gradient, no NaN) when the mask keeps nothing."""
     assert studentLogits.shape == teacherLogits.shape, (studentLogits.shape, teacherLogits.shape)
     student = studentLogits.float() / temperature
     teacher = teacherLogits.float() / temperature
     teacherP = teacher.sigmoid()
     kl = teacherP * (F.logsigmoid(teacher) - F.logsigmoid(student)) + \
         (1 - teacherP) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))  # (B, A, k)
+    if anchorMask is not None:
+        keep = anchorMask.to(kl.dtype).unsqueeze(-1)  # (B, A, 1)
+        kl, teacherP = kl * keep, teacherP * keep
     return kl.sum() / teacherP.sum().clamp(min=1) * temperature ** 2
 
 
@@ -94,6 +99,8 @@ class DistillationDetectionLoss(object):
         assert self.method in ("cwd", "ld"), self.method  # checked by mcfg.finalize
         self.featureNames = tuple(mcfg.distilFeatures)
         self.teacherClassIndexes = list(mcfg.teacherClassIndexes)
+        self.responseMask = mcfg.distilResponseMask
+        self.confidence = float(mcfg.distilConfidence)
         self.parts = torch.zeros(3)
         self.distilParts = torch.zeros(2)
 
@@ -102,6 +109,25 @@ class DistillationDetectionLoss(object):
         device = (outputs["preds"] if isinstance(outputs, dict) else outputs)[0].device
         with float32Region(device):
             return self.compute(outputs, targets)
+
+    def responseAnchors(self, preds, targets, teacherOldLogits):
+        """The anchors the response term reads (mcfg.distilResponseMask): None = every anchor ("all"), else (B, A)
+        bool: "outsideNew" leaves out anchors inside a ground-truth box of a class the teacher does not know (the
+        assigner's candidate rule: centre inside the box, small boxes widened), where the labels speak and the
+        teacher can only answer with an old look-alike; "confident" keeps, of those, the anchors where the
+        teacher's best old-class score is at least mcfg.distilConfidence.
+
+        preds: the student's level outputs; targets: (N, 6) Mars collate rows; teacherOldLogits: (B, A, k)."""
+        if self.responseMask == "all":
+            return None
+        isNew = ~torch.isin(targets[:, 1].long(), torch.tensor(self.teacherClassIndexes, device=targets.device))
+        gtLabels, gtBoxes, gtMask = self.detection.paddedTargets(preds, targets[isNew])  # new-class boxes only
+        anchorPoints, strideTensor = self.detection.anchors(preds)  # (A, 2) stride units, (A, 1)
+        insideNew = self.detection.assigner.anchorsInside(anchorPoints * strideTensor, gtBoxes, gtMask.bool())
+        keep = ~insideNew.any(1)  # (B, A)
+        if self.responseMask == "confident":
+            keep &= teacherOldLogits.detach().sigmoid().amax(2) >= self.confidence
+        return keep
 
     def compute(self, outputs, targets):
         if not isinstance(outputs, dict):  # eval-mode student: plain head outputs
@@ -114,7 +140,8 @@ class DistillationDetectionLoss(object):
         predDist, predLogits = self.detection.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
         teacherDist, teacherLogits = self.detection.flatten([p.detach() for p in teacherPreds])
         old = self.teacherClassIndexes
-        response = responseDivergence(predLogits[..., old], teacherLogits[..., old], self.temperature)
+        response = responseDivergence(predLogits[..., old], teacherLogits[..., old], self.temperature,
+                                      self.responseAnchors(preds, targets, teacherLogits[..., old]))
         if self.method == "cwd":
             knowledge = sum(channelWiseDivergence(outputs["feats"][name], outputs["teacherFeats"][name].detach(),
                                                   self.temperature) for name in self.featureNames)
