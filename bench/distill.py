@@ -1,23 +1,28 @@
 """Benchmark of stage 3: does distillation keep the old classes better than plain fine-tuning?
 
-    python bench/distill.py [-root DIR] [--size 128] [--teacher-epochs 12] [--student-epochs 20] [--threads 1]
-                            [--seeds 1] [--joint]
+    python bench/distill.py [-root DIR] [--preset easy|hard] [--size N] [--teacher-epochs 12] [--student-epochs 20]
+                            [--threads 1] [--seeds 1] [--joint] [--methods finetune,cwd,ld]
 
-On the built-in demo data (generated under the root on first use):
-  1. teacher: demo.nano.teacher -- all 20 class outputs, labels of A1..A10 only, the 600-image train split;
-  2. from the teacher's best weights, on the 120-image `small` split with all 20 classes and the same epochs:
-     (a) finetune: plain DetectionLoss (demo.nano.distillation with modelName "base", no teacher),
-     (b) distill <method>: demo.nano.distillation (CWD + response) and demo.nano.distillation.ld (LD + response).
-  3. with --joint, the upper reference: demo.nano.full trained on the train split with all 20 labels for the
+On built-in demo data (generated under the root on first use): --preset easy is demo.nano (192 px images, 1-5
+aircraft coloured by type; input 128 by default), --preset hard is demo.nano.hard (320-640 px images, 4-20 small
+aircraft in shared liveries, clutter, occlusion; input 320 by default).
+  1. teacher: <preset>.teacher -- all 20 class outputs, labels of A1..A10 only, the train split;
+  2. from the teacher's best weights, on the `small` split with all 20 classes, each student of --methods:
+     finetune: plain DetectionLoss (<preset>.distillation with modelName "base", no teacher),
+     cwd / ld: <preset>.distillation (CWD + response) and <preset>.distillation.ld (LD + response), as configured,
+     and the variants of METHODS below (the same configs with one knob changed, e.g. the response mask).
+  3. with --joint, the upper reference: <preset>.full trained on the train split with all 20 labels for the
      teacher's epochs (what one model learns when every label is there from the start).
-With --seeds N every student (a) and (b) is trained N times (mcfg.seed 0..N-1: initial shuffle and augmentation;
-the data and the teacher stay fixed), and the table shows mean and standard deviation over the seeds.
+With --seeds N every student is trained N times (mcfg.seed 0..N-1: initial shuffle and augmentation; the data and
+the teacher stay fixed), and the table shows mean and standard deviation over the seeds.
 Every model is evaluated on the test split with the ground truth of all 20 classes; the table shows VOC mAP50
 (all-point) over A1..A10, A11..A20 and all classes. The settings are the cfgops files' (weights, temperature,
-freeze epochs, learning rate), except the input size and the epochs given here. Runs land in
-ROOT/bench-distill-<size>px/; a finished teacher is reused (--nobuf trains it again), students always start over.
+learning rate), with the tag epoch@<epochs> (so a student's frozen backbone is the first quarter of its epochs) and
+the input size given here. Runs land in ROOT/bench-distill-<preset>-<size>px/; a finished teacher is reused
+(--nobuf trains it again), students always start over.
 The last line, `retained A1-A10 mAP50: finetune=0.xxx distill=0.xxx  new A11-A20: finetune=0.xxx distill=0.xxx`,
-compares plain fine-tuning with the first method of --methods (the default, cwd), means over the seeds, for scripts. With the defaults and --threads 1: about 11 CPU minutes (measured table in README.md).
+compares finetune with the first distillation method of --methods (means over the seeds), for scripts.
+Times on the 2-core machine, --threads 1, in README.md.
 """
 import argparse
 import math
@@ -44,6 +49,8 @@ METHODS = {
     "ld-outside": ("distillation.ld", {"distilResponseMask": "outsideNew"}),
     "cwd-confident": ("distillation", {"distilResponseMask": "confident"}),
     "cwd-noresponse": ("distillation", {"distilLossWeights": (1.0, 0.25, 0.0)}),
+    "cwd-cosine": ("distillation", {"distilSchedule": "cosine"}),
+    "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
 PRESETS = {"easy": ("demo.nano", 128), "hard": ("demo.nano.hard", 320)}  # preset -> (config prefix, default size)
 
@@ -114,7 +121,7 @@ def main(argv=None):
     args = parseArgs(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]  # "" = the teacher (and --joint) only
     unknown = [m for m in methods if m not in METHODS and m != "finetune"]
     if unknown:
         raise MarsError("--methods: {} unknown; methods: finetune, {}".format(unknown, ", ".join(METHODS)))

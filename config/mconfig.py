@@ -15,6 +15,7 @@ OPTIMIZERS = ("SGD", "ADAMW")
 SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
 DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident")  # anchors of the response term (train/distilloss.py)
+DISTIL_SCHEDULES = ("constant", "cosine")  # distillation weights over the student's epochs (train/distilloss.py)
 DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (dl/demo.py, dl/demohard.py)
 DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
@@ -91,6 +92,7 @@ class ModelConfig(object):
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
         self.distilResponseMask = "all"  # response anchors: "all", "outsideNew" (not in new-class boxes), "confident"
         self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)
+        self.distilSchedule = "constant"  # knowledge and response weights over the epochs: "constant" or "cosine" (1 -> 0)
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 1  # epochs between validation mAP measurements (and after the last epoch); the best
         # checkpoint is the one of highest fitness 0.1 * AP50 + 0.9 * AP50:95 (0 = never: best by validation loss)
@@ -192,6 +194,8 @@ class ModelConfig(object):
             raise MarsError("mcfg.distilMethod={!r} is unknown; use one of {}".format(self.distilMethod, ", ".join(DISTIL_METHODS)))
         if self.distilResponseMask not in DISTIL_RESPONSE_MASKS:
             raise MarsError("mcfg.distilResponseMask={!r} is unknown; use one of {}".format(self.distilResponseMask, ", ".join(DISTIL_RESPONSE_MASKS)))
+        if self.distilSchedule not in DISTIL_SCHEDULES:
+            raise MarsError("mcfg.distilSchedule={!r} is unknown; use one of {}".format(self.distilSchedule, ", ".join(DISTIL_SCHEDULES)))
         if not (isinstance(self.distilConfidence, (int, float)) and 0 <= self.distilConfidence <= 1):
             raise MarsError("mcfg.distilConfidence={!r} must be a number in [0, 1]".format(self.distilConfidence))
         unknown = [name for name in self.distilFeatures if name not in DISTIL_FEATURES]

@@ -176,6 +176,26 @@ def test_masked_response_in_the_loss_and_all_new_batch(teacherFile):
     assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
 
 
+def test_cosine_schedule_scales_the_distillation_terms(teacherFile):
+    """distilSchedule "cosine": the knowledge and response terms are scaled by (1 + cos(pi * epoch / maxEpoch)) / 2
+    (1, 0.5, 0 at epochs 0, 2, 4 of 4) while the detection term keeps its weight; "constant" never changes."""
+    mcfg = studentConfig(teacherFile, distilSchedule="cosine", maxEpoch=4)
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    w0, w1, w2 = mcfg.distilLossWeights
+    for epoch, scale in ((0, 1.0), (1, (1 + math.cos(math.pi / 4)) / 2), (2, 0.5), (4, 0.0)):
+        loss.setEpoch(epoch)
+        total = loss(outputs, TARGETS).item()
+        knowledge, response = loss.distilParts.tolist()
+        detection = (loss.parts * torch.tensor(mcfg.lossWeights)).sum().item() * 2
+        assert knowledge > 0 and response > 0
+        assert total == pytest.approx(w0 * detection + (w1 * knowledge + w2 * response) * scale * 2, rel=1e-5)
+    constant = DistillationDetectionLoss(studentConfig(teacherFile, maxEpoch=4), student)
+    constant.setEpoch(3)
+    assert constant.scale == 1.0
+
+
 def test_localisation_hand_worked_zero_and_gradient_sign():
     """regMax 2, one anchor: every side's teacher bins (0.75, 0.25), student (0.5, 0.5); an anchor of weight 0
     contributes nothing."""
@@ -305,11 +325,13 @@ def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(t
     teacher.save(teacherPath)
     teacherState = {k: v.clone() for k, v in teacher.state_dict().items()}
     mcfg = tinyConfig(tmp_path, repeat=3, maxEpoch=2, modelName="distillation", teacherModelFile=teacherPath,
-                      checkpointModelFile=teacherPath, teacherClassIndexes=[0], backboneFreezeEpochs=[0])
+                      checkpointModelFile=teacherPath, teacherClassIndexes=[0], backboneFreezeEpochs=[0],
+                      distilSchedule="cosine")
     student = makeStudent(mcfg)
     trainer = BaseTrainer(mcfg, student, DistillationDetectionLoss)
     trainer.run()
     assert len(trainer.history) == 2
+    assert trainer.loss.scale == pytest.approx(0.5)  # the trainer told the loss its last epoch (1 of 2)
     for key, value in student.teacher.state_dict().items():
         assert torch.equal(value, teacherState[key]), key
     assert not student.teacher.training
@@ -356,6 +378,8 @@ def test_knob_validation():
         makeConfig(distilTemperature=0)
     with pytest.raises(MarsError, match="distilResponseMask"):
         makeConfig(distilResponseMask="inside")
+    with pytest.raises(MarsError, match="distilSchedule"):
+        makeConfig(distilSchedule="linear")
     with pytest.raises(MarsError, match="distilConfidence"):
         makeConfig(distilConfidence=1.5)
     with pytest.raises(MarsError, match="teacherClassIndexes"):

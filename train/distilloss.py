@@ -21,6 +21,8 @@ Each distillation term is normalised (per channel, per unit of teacher probabili
 it does not grow with the batch or the input size; like DetectionLoss, which YOLOv8 multiplies by the batch size,
 the weighted sum is multiplied by B.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -99,6 +101,7 @@ class DistillationDetectionLoss(object):
         assert self.method in ("cwd", "ld"), self.method  # checked by mcfg.finalize
         self.featureNames = tuple(mcfg.distilFeatures)
         self.teacherClassIndexes = list(mcfg.teacherClassIndexes)
+        self.schedule, self.maxEpoch, self.scale = mcfg.distilSchedule, mcfg.maxEpoch, 1.0
         self.responseMask = mcfg.distilResponseMask
         self.confidence = float(mcfg.distilConfidence)
         self.parts = torch.zeros(3)
@@ -109,6 +112,12 @@ class DistillationDetectionLoss(object):
         device = (outputs["preds"] if isinstance(outputs, dict) else outputs)[0].device
         with float32Region(device):
             return self.compute(outputs, targets)
+
+    def setEpoch(self, epoch):
+        """Called by the trainer at the start of each epoch (0-based): mcfg.distilSchedule "constant" keeps the
+        knowledge and response weights; "cosine" scales them by (1 + cos(pi * epoch / maxEpoch)) / 2, from 1 at
+        the first epoch down towards 0, so the labels have the last word."""
+        self.scale = 1.0 if self.schedule == "constant" else (1 + math.cos(math.pi * epoch / self.maxEpoch)) / 2
 
     def responseAnchors(self, preds, targets, teacherOldLogits):
         """The anchors the response term reads (mcfg.distilResponseMask): None = every anchor ("all"), else (B, A)
@@ -151,4 +160,4 @@ class DistillationDetectionLoss(object):
         self.parts = self.detection.parts
         self.distilParts = torch.stack((knowledge, response)).detach()
         w0, w1, w2 = self.weights
-        return w0 * detectionLoss + (w1 * knowledge + w2 * response) * B
+        return w0 * detectionLoss + (w1 * knowledge + w2 * response) * self.scale * B

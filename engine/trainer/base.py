@@ -256,6 +256,8 @@ class BaseTrainer(object):
         self.wrapModel(frozen)
         self.setMosaic(epoch)
         self.seedEpoch(epoch)
+        if hasattr(self.loss, "setEpoch"):  # distillation: weights that follow the epochs (mcfg.distilSchedule)
+            self.loss.setEpoch(epoch)
         trainParts, lr, dataSeconds = self.trainEpoch(epoch, frozen)
         row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
                "lr": lr, "frozen": int(frozen), "trainSeconds": time.time() - started, "dataSeconds": dataSeconds}
