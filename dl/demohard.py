@@ -2,7 +2,7 @@
 (MAR20), to tune on something less easy than the easy demo.
 
 An image is width x height pixels, each side drawn in (min, max) (e.g. 320..640, not square), with about 4-20
-aircraft of the easy demo's 20 types (dl/demo.aircraftParts), fuselage 14-48 pixels long (one ground sample
+aircraft of the easy demo's 20 types (dl/demo.aircraftParts), fuselage 24-72 pixels long (one ground sample
 distance per image times the type's length factor, a little jitter). What makes it hard:
 - colour carries no class: each aircraft's livery (white, greys, green or brown camouflage, a small random tint)
   is drawn independently of its type, so the types differ by shape only;
@@ -23,9 +23,9 @@ import numpy as np
 
 from dl.demo import LENGTH_FACTORS, drawGround
 
-HARD_VERSION = 1  # bump when the hard drawing changes, so cached hard demo data is regenerated
+HARD_VERSION = 2  # bump when the hard drawing changes, so cached hard demo data is regenerated
 OBJECTS_PER_IMAGE = (4, 20)  # aircraft per image (min, max) tried; one that finds no room is left out
-LENGTH_RANGE = (14.0, 48.0)  # fuselage length, image pixels
+LENGTH_RANGE = (24.0, 72.0)  # fuselage length, image pixels (v1: 14-48, too small for a nano at 320 px)
 MAX_OVERLAP_IOU = 0.3  # an aircraft's box overlaps every earlier box by at most this IoU
 MIN_VISIBLE = 0.4  # a border-cut aircraft keeps at least this fraction of its full box inside the image
 MAX_OCCLUDED = 0.4  # an occluder covers at most this fraction of any aircraft box

@@ -159,7 +159,7 @@ def test_hardBoxesAreTheDrawnSilhouettes():
     where the image differs from the same scene rendered without aircraft bodies (pixels inside differ, none
     outside), so a box neither misses drawn pixels nor takes a shadow or a margin."""
     checked = 0
-    for image, objects, scene in hardScenes(seed=2, count=6):
+    for image, objects, scene in hardScenes(seed=2, count=8):
         height, width = image.shape[:2]
         boxes = np.array([o[1:] for o in objects])
         drawn = np.abs(scene["unoccluded"].astype(int) - scene["ground"].astype(int)).sum(2) > 0
