@@ -12,10 +12,12 @@ Bernoulli(sigmoid(zs/T))) * T^2, summed and divided by the teacher's summed prob
 soft-label twin of DetectionLoss's class term (BCE summed over anchors and classes / target score sum). A softmax
 over the classes would instead turn the teacher's "nothing here" anchors (all scores near 0) into confident
 uniform distributions and make the student copy noise among background logits; sigmoid/KL keeps "background"
-and is exactly 0 when the logits agree. The box-distribution channels never enter the response. Every anchor
-takes part, those on objects of the new classes included: the teacher learnt them as background, and its low
-old-class scores there are what keeps an old class apart from a new look-alike (one bench/distill.py tuning run
-each: A1-A10 mAP50 0.96 with those anchors, 0.83 without -- a single run, an indication only).
+and is exactly 0 when the logits agree. The box-distribution channels never enter the response. By default
+(mcfg.distilResponseMask "all") every anchor takes part, those on objects of the new classes included: the teacher
+learnt them as background, and its low old-class scores there are what keeps an old class apart from a new
+look-alike. bench/distill.py, 3 student seeds on two demo presets (README.md): leaving those anchors out
+("outsideNew"), keeping only confident ones ("confident"), or fading the weights out (mcfg.distilSchedule
+"cosine") each kept fewer old classes and learnt the new ones no better.
 
 Each distillation term is normalised (per channel, per unit of teacher probability, per unit of anchor weight), so
 it does not grow with the batch or the input size; like DetectionLoss, which YOLOv8 multiplies by the batch size,
