@@ -17,7 +17,7 @@ and is exactly 0 when the logits agree. The box-distribution channels never ente
 learnt them as background, and its low old-class scores there are what keeps an old class apart from a new
 look-alike. bench/distill.py, 3 student seeds on two demo presets (README.md): leaving those anchors out
 ("outsideNew"), keeping only confident ones ("confident"), or fading the weights out (mcfg.distilSchedule
-"cosine") each kept fewer old classes and learnt the new ones no better.
+"cosine") kept no more old classes (fewer on the easy preset) and learnt the new ones no better.
 
 Each distillation term is normalised (per channel, per unit of teacher probability, per unit of anchor weight), so
 it does not grow with the batch or the input size; like DetectionLoss, which YOLOv8 multiplies by the batch size,
