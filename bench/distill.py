@@ -1,11 +1,12 @@
 """Benchmark of stage 3: does distillation keep the old classes better than plain fine-tuning?
 
-    python bench/distill.py [-root DIR] [--preset easy|hard] [--size N] [--teacher-epochs 12] [--student-epochs 20]
+    python bench/distill.py [-root DIR] [--preset easy|hard] [--size N] [--teacher-epochs N] [--student-epochs N]
                             [--threads 1] [--seeds 1] [--joint] [--methods finetune,cwd,ld]
 
 On built-in demo data (generated under the root on first use): --preset easy is demo.nano (192 px images, 1-5
-aircraft coloured by type; input 128 by default), --preset hard is demo.nano.hard (320-640 px images, 4-20 small
-aircraft in shared liveries, clutter, occlusion; input 320 by default).
+aircraft coloured by type; by default input 128, teacher 12 and students 20 epochs), --preset hard is
+demo.nano.hard (320-640 px images, 4-20 small aircraft in shared liveries, clutter, occlusion; input 320, teacher
+and students 30 epochs).
   1. teacher: <preset>.teacher -- all 20 class outputs, labels of A1..A10 only, the train split;
   2. from the teacher's best weights, on the `small` split with all 20 classes, each student of --methods:
      finetune: plain DetectionLoss (<preset>.distillation with modelName "base", no teacher),
@@ -52,7 +53,8 @@ METHODS = {
     "cwd-cosine": ("distillation", {"distilSchedule": "cosine"}),
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
-PRESETS = {"easy": ("demo.nano", 128), "hard": ("demo.nano.hard", 320)}  # preset -> (config prefix, default size)
+# preset -> (config prefix, default input size, teacher epochs, student epochs); a 12-epoch hard teacher knows nothing
+PRESETS = {"easy": ("demo.nano", 128, 12, 20), "hard": ("demo.nano.hard", 320, 30, 30)}
 
 
 def parseArgs(argv):
@@ -62,8 +64,8 @@ def parseArgs(argv):
     parser.add_argument("--preset", choices=tuple(PRESETS), default="easy",
                         help="demo data: easy (demo.nano, 192 px images) or hard (demo.nano.hard, 320-640 px, small objects)")
     parser.add_argument("--size", type=int, default=0, help="input size, pixels (multiple of 32; 0 = 128 easy, 320 hard)")
-    parser.add_argument("--teacher-epochs", type=int, default=12)
-    parser.add_argument("--student-epochs", type=int, default=20, help="epochs of every student (a) and (b)")
+    parser.add_argument("--teacher-epochs", type=int, default=0, help="0 = the preset's: 12 easy, 30 hard")
+    parser.add_argument("--student-epochs", type=int, default=0, help="every student's; 0 = the preset's: 20 easy, 30 hard")
     parser.add_argument("--methods", default="finetune,cwd,ld",
                         help="students, comma-separated: finetune (plain fine-tuning) and distillation methods from: "
                         + ", ".join(METHODS))
@@ -125,8 +127,11 @@ def main(argv=None):
     unknown = [m for m in methods if m not in METHODS and m != "finetune"]
     if unknown:
         raise MarsError("--methods: {} unknown; methods: finetune, {}".format(unknown, ", ".join(METHODS)))
-    prefix, defaultSize = PRESETS[args.preset]
+    if args.seeds < 1:
+        raise MarsError("--seeds {} must be at least 1".format(args.seeds))
+    prefix, defaultSize, teacherEpochs, studentEpochs = PRESETS[args.preset]
     args.size = args.size or defaultSize
+    args.teacher_epochs, args.student_epochs = args.teacher_epochs or teacherEpochs, args.student_epochs or studentEpochs
     user = "bench-distill-{}-{}px".format(args.preset, args.size)
     rows = []  # (name, seconds, [(A1-A10, A11-A20, all) per seed])
     teacher = benchConfig(prefix + ".teacher", args.teacher_epochs, args, user, prefix + ".teacher",
