@@ -181,7 +181,8 @@ class ModelConfig(object):
         if self.demoStyle not in DEMO_STYLES:
             raise MarsError("mcfg.demoStyle={!r} is unknown; use one of {}".format(self.demoStyle, ", ".join(DEMO_STYLES)))
         size = self.demoImageSize
-        sides = [size] if isinstance(size, int) else list(size) if self.demoStyle == "hard" and isinstance(size, (list, tuple)) else []
+        pair = self.demoStyle == "hard" and isinstance(size, (list, tuple))  # hard: (min, max) image side
+        sides = list(size) if pair else [size]
         if not (len(sides) in (1, 2) and all(isinstance(v, int) and v > 0 for v in sides) and sides == sorted(sides)):
             raise MarsError("mcfg.demoImageSize={!r} must be a positive int (pixels){}".format(
                 self.demoImageSize, "" if self.demoStyle == "easy" else " or (min, max) image side, e.g. (320, 640)"))

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from config.mconfig import DEMO_STYLES
 from misc.log import log
 from misc.misc import MarsError
 
 DEMO_VERSION = 1  # bump when the drawing changes, so cached demo data is regenerated (the hard style: demohard.py)
-STYLES = ("easy", "hard")  # drawing styles (mcfg.demoStyle)
 NUM_CLASSES = 20
 MARKER = "demo-complete.json"
 SPLITS = ("train", "validation", "test", "small")
@@ -62,9 +62,16 @@ def _planform(span, rootY, rootChord, tipChord, sweep):
                      (h, rootY + sweep + tipChord), (0, rootY + rootChord), (-h, rootY + sweep + tipChord)])
 
 
-def _rectangle(cx, cy, width, length):
+def rectangle(cx, cy, width, length):
+    """Rectangle (4, 2) of width across x and length along y, centred at (cx, cy)."""
     return np.array([(cx - width / 2, cy - length / 2), (cx + width / 2, cy - length / 2),
                      (cx + width / 2, cy + length / 2), (cx - width / 2, cy + length / 2)])
+
+
+def boxesApart(box, boxes, gap):
+    """True when box [x0, y0, x1, y1] keeps at least gap pixels away from every box in boxes."""
+    return all(box[0] >= b[2] + gap or box[2] + gap <= b[0] or box[1] >= b[3] + gap or box[3] + gap <= b[1]
+               for b in boxes)
 
 
 def aircraftParts(typeIndex):
@@ -87,10 +94,10 @@ def aircraftParts(typeIndex):
         for side in (-1, 1):
             x = side * fraction * span / 2
             leadingEdgeY = rootY + sweep * fraction
-            parts.append((_rectangle(x, leadingEdgeY - 0.02, 0.07, 0.16), 0.45))
+            parts.append((rectangle(x, leadingEdgeY - 0.02, 0.07, 0.16), 0.45))
     if layout == "rear2":
         for side in (-1, 1):
-            parts.append((_rectangle(side * (width / 2 + 0.04), 0.3, 0.08, 0.18), 0.45))
+            parts.append((rectangle(side * (width / 2 + 0.04), 0.3, 0.08, 0.18), 0.45))
     factor = LENGTH_FACTORS[(typeIndex // 5) % 4]
     return [(points * factor, shade) for points, shade in parts]
 
@@ -129,7 +136,7 @@ def drawImage(rng, size, classDeck, objectsPerImage, typeParts):
         for _attempt in range(30):
             center = rng.uniform(-low + 1, size - 1 - high)
             box = np.concatenate((low + center, high + center))
-            if all(box[0] >= b[2] + 1 or box[2] + 1 <= b[0] or box[1] >= b[3] + 1 or box[3] + 1 <= b[1] for b in boxes):
+            if boxesApart(box, boxes, 1):
                 break
         else:
             continue  # no free room: leave this object out
@@ -172,8 +179,8 @@ class ClassDeck(object):
 
 
 def checkStyle(style):
-    if style not in STYLES:
-        raise MarsError("demo data style {!r} is unknown; use one of {}".format(style, ", ".join(STYLES)))
+    if style not in DEMO_STYLES:
+        raise MarsError("demo data style {!r} is unknown; use one of {}".format(style, ", ".join(DEMO_STYLES)))
 
 
 def chooseSmallSplit(imageClasses, numSmall, rng):

@@ -21,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from dl.demo import LENGTH_FACTORS, drawGround
+from dl.demo import LENGTH_FACTORS, boxesApart, drawGround, rectangle
 
 HARD_VERSION = 2  # bump when the hard drawing changes, so cached hard demo data is regenerated
 OBJECTS_PER_IMAGE = (4, 20)  # aircraft per image (min, max) tried; one that finds no room is left out
@@ -155,12 +155,6 @@ def _rotated(points, angle, scale, center):
     return points @ (np.array([[c, -s], [s, c]]) * scale).T + center
 
 
-def _rectanglePoints(length, width, along=0.0):
-    """Local rectangle (4, 2): width across x, length along y, its centre at y = along."""
-    return np.array([(-width / 2, along - length / 2), (width / 2, along - length / 2),
-                     (width / 2, along + length / 2), (-width / 2, along + length / 2)])
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # colours
 
@@ -237,12 +231,6 @@ def drawHardGround(rng, width, height):
     return np.clip(image + grain, 0, 255).astype(np.uint8), aprons
 
 
-def _free(box, aircraftBoxes, gap=4):
-    """True when [x0, y0, x1, y1] keeps gap pixels away from every aircraft box."""
-    return all(box[0] >= b[2] + gap or box[2] + gap <= b[0] or box[1] >= b[3] + gap or box[3] + gap <= b[1]
-               for b in aircraftBoxes)
-
-
 def drawShadow(image, polygons, offset, factor):
     """Drop shadow in place: the union of polygons [(K, 2) image pixels] moved by offset (2,) pixels, the image
     multiplied by factor (0..1) there."""
@@ -275,7 +263,7 @@ def drawClutter(rng, image, aircraftBoxes, sunOffset):
             return None
         for _ in range(tries):
             center = rng.uniform((extent, extent), (width - extent, height - extent))
-            if _free([*(center - extent), *(center + extent)], aircraftBoxes):
+            if boxesApart([*(center - extent), *(center + extent)], aircraftBoxes, 4):
                 return center
         return None
 
@@ -285,10 +273,10 @@ def drawClutter(rng, image, aircraftBoxes, sunOffset):
         if center is None:
             continue
         angle = siteAngle + (0 if rng.random() < 0.7 else rng.uniform(0, math.pi))
-        pieces = [_rectanglePoints(depth, length)]
+        pieces = [rectangle(0, 0, length, depth)]
         if rng.random() < 0.35:  # an L: a wing along one end
-            pieces.append(_rectanglePoints(depth * rng.uniform(1.5, 2.5), length * rng.uniform(0.25, 0.45),
-                                           along=depth * 0.5) + (length * 0.3, 0))
+            wingLength, wingWidth = depth * rng.uniform(1.5, 2.5), length * rng.uniform(0.25, 0.45)
+            pieces.append(rectangle(0, depth * 0.5, wingWidth, wingLength) + (length * 0.3, 0))
         polygons = [_rotated(p, angle, 1.0, center) for p in pieces]
         gray = rng.uniform(90, 210)
         color = np.array((gray, gray, gray)) + rng.normal(0, 8, 3)
@@ -308,7 +296,7 @@ def drawClutter(rng, image, aircraftBoxes, sunOffset):
             size = (rng.uniform(6, 11), rng.uniform(3, 5))
             color = (rng.uniform(200, 240),) * 3 if rng.random() < 0.4 else rng.uniform(30, 200, 3)
             spot = center + np.array((math.cos(angle), math.sin(angle))) * (k - count / 2) * 7
-            _drawShape(image, [_rotated(_rectanglePoints(*size), angle, 1.0, spot)], color, sunOffset * 1.5)
+            _drawShape(image, [_rotated(rectangle(0, 0, size[1], size[0]), angle, 1.0, spot)], color, sunOffset * 1.5)
     for _ in range(int(rng.poisson(2.5 * areaFactor))):  # crosses and Ts in liveries, aircraft-sized
         length = rng.uniform(*LENGTH_RANGE)
         center = place(0.7 * length)
@@ -317,7 +305,7 @@ def drawClutter(rng, image, aircraftBoxes, sunOffset):
         barWidth, span = length * rng.uniform(0.08, 0.15), length * rng.uniform(0.5, 1.3)
         crossWidth = barWidth * rng.uniform(1, 1.8)
         along = -0.5 * (length - crossWidth) if rng.random() < 0.4 else length * rng.uniform(-0.2, 0.1)  # T or +
-        pieces = [_rectanglePoints(length, barWidth), _rectanglePoints(crossWidth, span, along)]
+        pieces = [rectangle(0, 0, barWidth, length), rectangle(0, along, span, crossWidth)]
         polygons = [_rotated(p, rng.uniform(0, 2 * math.pi), 1.0, center) for p in pieces]
         window = polygonWindow(polygons)
         _drawShape(image, polygons, liveryColors(rng, chooseLivery(rng), window[3], window[2]), sunOffset * 2)

@@ -103,6 +103,7 @@ class DistillationDetectionLoss(object):
         assert self.method in ("cwd", "ld"), self.method  # checked by mcfg.finalize
         self.featureNames = tuple(mcfg.distilFeatures)
         self.teacherClassIndexes = list(mcfg.teacherClassIndexes)
+        self.oldClasses = torch.tensor(self.teacherClassIndexes)  # (k,) on the CPU, where the loader's targets are
         self.schedule, self.maxEpoch, self.scale = mcfg.distilSchedule, mcfg.maxEpoch, 1.0
         self.responseMask = mcfg.distilResponseMask
         self.confidence = float(mcfg.distilConfidence)
@@ -131,7 +132,7 @@ class DistillationDetectionLoss(object):
         preds: the student's level outputs; targets: (N, 6) Mars collate rows; teacherOldLogits: (B, A, k)."""
         if self.responseMask == "all":
             return None
-        isNew = ~torch.isin(targets[:, 1].long(), torch.tensor(self.teacherClassIndexes, device=targets.device))
+        isNew = ~torch.isin(targets[:, 1].long(), self.oldClasses.to(targets.device))
         gtLabels, gtBoxes, gtMask = self.detection.paddedTargets(preds, targets[isNew])  # new-class boxes only
         anchorPoints, strideTensor = self.detection.anchors(preds)  # (A, 2) stride units, (A, 1)
         insideNew = self.detection.assigner.anchorsInside(anchorPoints * strideTensor, gtBoxes, gtMask.bool())
