@@ -22,11 +22,14 @@ from benchutil import alternate, baseParser, demoConfig, median, printTable, qui
 
 
 def marsLoader(mcfg, workers):
-    """Mars' training data (VocDataset + collate + seedWorker), as makeDataLoader builds it, without persistent workers."""
-    from dl.vocdataset import VocDataset, collate, seedWorker
+    """Mars' training data (VocDataset + collate + EpochBatchSampler), as makeDataLoader builds it, without persistent
+    workers."""
+    from dl.sampler import EpochBatchSampler
+    from dl.vocdataset import VocDataset, collate, initWorker
     dataset = VocDataset(mcfg, mcfg.trainSplitName, train=True)
-    return DataLoader(dataset, batch_size=mcfg.batchSize, shuffle=True, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=seedWorker, generator=torch.Generator().manual_seed(0))
+    sampler = EpochBatchSampler(len(dataset), mcfg.batchSize, mcfg.seed)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate, worker_init_fn=initWorker,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def referenceLoader(mcfg, imagesDir, size, workers):

@@ -98,10 +98,11 @@ class ModelConfig(object):
         # checkpoint is the one of highest fitness 0.1 * AP50 + 0.9 * AP50:95 (0 = never: best by validation loss)
         self.seed = 0
         self.maxNonFiniteSteps = 10  # consecutive non-finite losses (each step skipped) before the run stops
-        self.deterministic = False  # torch deterministic algorithms (with dcore 0 on the CPU, resume is bitwise exact)
-        self.amp = True  # CUDA only: automatic mixed precision (bf16 where supported, else fp16 with a grad scaler)
+        self.deterministic = False  # torch deterministic algorithms (on the CPU a resume is then bitwise exact, any dcore)
+        self.amp = True  # CUDA only: mixed precision, bf16 where the card has it natively (sm80+), else fp16 + grad scaler
         self.compile = False  # torch.compile the model for training
         self.syncBatchNorm = False  # torchrun: BatchNorm statistics over the batches of all ranks
+        self.mainWaitMinutes = 120.0  # torchrun: how long the other ranks wait for rank 0 to validate and save an epoch
         self.previewBatches = 1  # first training batches drawn to <run>/train_batch.jpg (0 = off)
 
         # --- evaluation / prediction ---
@@ -160,6 +161,8 @@ class ModelConfig(object):
                 raise MarsError("mcfg.{}={!r} must be a positive integer".format(knob, value))
         if not isinstance(self.dcore, int) or self.dcore < 0:
             raise MarsError("mcfg.dcore={!r} must be a non-negative integer (0 = load in the main process)".format(self.dcore))
+        if not (isinstance(self.mainWaitMinutes, (int, float)) and self.mainWaitMinutes > 0):
+            raise MarsError("mcfg.mainWaitMinutes={!r} must be a positive number of minutes".format(self.mainWaitMinutes))
         if not all(isinstance(e, int) for e in self.backboneFreezeEpochs):
             raise MarsError("mcfg.backboneFreezeEpochs must be a list of epoch indexes, e.g. list(range(0, 10))")
         if len(self.lossWeights) != 3:

@@ -1,11 +1,11 @@
 """Tags shared by every cfgops file: a phase name, `cuda@N`, `cpu`, `batch@N`, `epoch@N`, `size@N` (input N x N
-pixels, a multiple of 32), `seed@N`."""
+pixels, a multiple of 32), `seed@N`, `dcore@N` (N data-loader worker processes; 0 loads in the main process)."""
 import os
 
 from config.mconfig import PHASES
 from misc.misc import MarsError
 
-COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N", "size@N", "seed@N"]
+COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N", "size@N", "seed@N", "dcore@N"]
 
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "pretrained",
@@ -26,7 +26,7 @@ def applyCommonTags(mcfg, tags, fileTags, cfgFile):
             mcfg.phase = tag
         elif tag == "cpu":
             mcfg.device = "cpu"
-        elif name in ("cuda", "batch", "epoch", "size", "seed") and value.isdigit():
+        elif name in ("cuda", "batch", "epoch", "size", "seed", "dcore") and value.isdigit():
             if name == "cuda":
                 mcfg.device = "cuda:{}".format(value)
             elif name == "batch":
@@ -35,6 +35,8 @@ def applyCommonTags(mcfg, tags, fileTags, cfgFile):
                 mcfg.maxEpoch = int(value)
             elif name == "size":
                 mcfg.inputShape = (int(value), int(value))
+            elif name == "dcore":
+                mcfg.dcore = int(value)
             else:
                 mcfg.seed = int(value)
         elif tag not in fileTags:

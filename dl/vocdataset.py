@@ -11,15 +11,15 @@ The Mars collate format (the one place that defines it; train/ checks it where i
     metas   list of B dicts       see VocDataset.__getitem__ ("gt" holds boxes in original-image pixels).
 """
 import os
-import random
 
 import cv2
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from dl.aug import augmentFromConfig, mosaicCanvas
+from dl.sampler import EpochBatchSampler
+from misc.dist import rank, worldSize
 from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, imreadBgr, letterboxGeometry, networkInput
 from misc.log import log
 from misc.misc import MarsError
@@ -112,6 +112,9 @@ class VocDataset(Dataset):
     numClipped / numDropped count the boxes clipped to their image / dropped as empty or outside.
     mosaic: probability that a training sample is a 4-image mosaic (mcfg.mosaic; the trainer sets it to 0 for the
     last mcfg.closeMosaicEpochs epochs).
+    An item is an image index, or (index, key) as the training loader's EpochBatchSampler hands them out: the
+    sample's augmentation then draws from np.random.default_rng(key) alone (a pure function of seed, epoch and
+    position); a plain index draws from self.rng, one generator for the dataset.
     """
 
     def __init__(self, mcfg, splitName, train):
@@ -121,7 +124,7 @@ class VocDataset(Dataset):
         self.augment = bool(train and mcfg.augment)
         self.mosaic = float(mcfg.mosaic) if self.augment else 0.0
         self.useDifficult = bool(mcfg.useDifficult)
-        self.rng = np.random.default_rng(mcfg.seed)  # replaced per worker by seedWorker
+        self.rng = np.random.default_rng(mcfg.seed)  # augmentation of plain-index items (not the training loader's)
         for knob in ("imageDir", "annotationDir"):
             folder = getattr(mcfg, knob)
             if not folder or not os.path.isdir(folder):
@@ -180,26 +183,26 @@ class VocDataset(Dataset):
             classes, boxes, difficult = classes[valid], boxes[valid], difficult[valid]
         return imageBgr, classes, boxes, difficult
 
-    def augmentedSample(self, index, imageBgr, classes, boxes):
+    def augmentedSample(self, imageBgr, classes, boxes, rng):
         """Training augmentation of one sample's targets (difficult objects already removed): a mosaic with three
-        random partners (probability self.mosaic, drawn from the dataset's seeded generator), then the affine, flip
-        and HSV of dl/aug.py. -> image uint8 (h, w, 3) BGR, classes (k,), boxes (k, 4) network-input pixels."""
-        if self.mosaic > 0 and self.rng.random() < self.mosaic:
+        random partners (probability self.mosaic), then the affine, flip and HSV of dl/aug.py, every draw from rng.
+        -> image uint8 (h, w, 3) BGR, classes (k,), boxes (k, 4) network-input pixels."""
+        if self.mosaic > 0 and rng.random() < self.mosaic:
             images, boxesList, classList = [imageBgr], [boxes], [classes]
-            for partner in self.rng.integers(0, len(self), 3):
+            for partner in rng.integers(0, len(self), 3):
                 partnerImage, partnerClasses, partnerBoxes, partnerDifficult = self.loadImage(int(partner))
                 images.append(partnerImage)
                 boxesList.append(partnerBoxes[~partnerDifficult])
                 classList.append(partnerClasses[~partnerDifficult])
-            imageBgr, boxes, keeps = mosaicCanvas(images, boxesList, self.inputShape, self.rng)
+            imageBgr, boxes, keeps = mosaicCanvas(images, boxesList, self.inputShape, rng)
             classes = np.concatenate([c[k] for c, k in zip(classList, keeps)])
-            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, self.rng, mosaic=True)
+            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, rng, mosaic=True)
         else:
-            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, self.rng)
+            image, boxes, keep = augmentFromConfig(self.mcfg, imageBgr, boxes, rng)
         return image, classes[keep], boxes
 
-    def __getitem__(self, index):
-        """One sample.
+    def __getitem__(self, item):
+        """One sample; item: an image index, or (index, key) from EpochBatchSampler (see the class docstring).
 
         Returns:
             image: uint8 tensor (3, H, W), RGB, H, W = mcfg.inputShape.
@@ -212,11 +215,13 @@ class VocDataset(Dataset):
                 ignores detections matched to them).
                 In augmented training "scale"/"pad" still describe the plain letterbox, not the augmentation.
         """
+        index, key = item if isinstance(item, tuple) else (item, None)
         imageBgr, classes, boxesOrig, difficult = self.loadImage(index)
         height, width = imageBgr.shape[:2]
         scale, _, pad = letterboxGeometry((height, width), self.inputShape)
         if self.augment:
-            image, kept, boxes = self.augmentedSample(index, imageBgr, classes[~difficult], boxesOrig[~difficult])
+            rng = self.rng if key is None else np.random.default_rng(key)
+            image, kept, boxes = self.augmentedSample(imageBgr, classes[~difficult], boxesOrig[~difficult], rng)
             imageRgb = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[::-1]))  # (3, H, W), BGR -> RGB
         else:
             imageRgb, scale, pad = networkInput(imageBgr, self.inputShape)
@@ -244,32 +249,26 @@ def collate(batch):
     return images, targets, list(metas)
 
 
-def seedWorker(workerId):
-    """DataLoader worker_init_fn: seed numpy, random and the dataset's Generator from the worker's torch seed."""
-    info = get_worker_info()
-    seed = info.seed % (2 ** 32)
-    np.random.seed(seed)
-    random.seed(seed)
-    cv2.setNumThreads(0)  # one worker = one core; OpenCV's own threads would oversubscribe
-    info.dataset.rng = np.random.default_rng(seed)
+def initWorker(workerId):
+    """DataLoader worker_init_fn: one worker = one core (OpenCV's own threads would oversubscribe). Nothing to seed:
+    a training sample's randomness comes with its key (dl/sampler.py)."""
+    cv2.setNumThreads(0)
 
 
 def makeDataLoader(mcfg, splitName, train, shuffle=None, batchSize=None, dataset=None):
     """DataLoader over VocDataset(mcfg, splitName, train) yielding batches in the Mars collate format.
 
-    Reproducible for a given mcfg.seed and mcfg.dcore: the shuffle order comes from a Generator seeded with
-    mcfg.seed, and each worker seeds its augmentation from it. Under torch.distributed a training loader uses a
-    DistributedSampler (the trainer calls its set_epoch). dataset: an existing VocDataset to wrap instead of a new one.
+    A training loader (train=True) draws its batches from an EpochBatchSampler (dl/sampler.py): call
+    loader.batch_sampler.setEpoch(epoch, startPosition) before each epoch; under torch.distributed it hands this rank
+    its share. Its data then depend only on (mcfg.seed, epoch, position), whatever mcfg.dcore. Other loaders read the
+    split in file order (shuffle=True: a fixed shuffle from mcfg.seed). dataset: an existing VocDataset to wrap.
     """
     dataset = dataset or VocDataset(mcfg, splitName, train)
-    generator = torch.Generator()
-    generator.manual_seed(mcfg.seed)
+    workers = dict(num_workers=mcfg.dcore, persistent_workers=mcfg.dcore > 0, worker_init_fn=initWorker,
+                   pin_memory=str(mcfg.device).startswith("cuda"), collate_fn=collate,
+                   generator=torch.Generator().manual_seed(mcfg.seed))  # worker seeds: never from the global RNG
     shuffle = train if shuffle is None else shuffle
-    sampler = None
-    if train and dist.is_available() and dist.is_initialized():  # torchrun: each rank reads its share of the split
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=mcfg.seed)
-        shuffle = None
-    return DataLoader(dataset, batch_size=batchSize or mcfg.batchSize, shuffle=shuffle, sampler=sampler,
-                      num_workers=mcfg.dcore, persistent_workers=mcfg.dcore > 0,
-                      pin_memory=str(mcfg.device).startswith("cuda"), drop_last=False, collate_fn=collate,
-                      generator=generator, worker_init_fn=seedWorker)
+    if train:
+        sampler = EpochBatchSampler(len(dataset), batchSize or mcfg.batchSize, mcfg.seed, shuffle, rank(), worldSize())
+        return DataLoader(dataset, batch_sampler=sampler, **workers)
+    return DataLoader(dataset, batch_size=batchSize or mcfg.batchSize, shuffle=shuffle, drop_last=False, **workers)

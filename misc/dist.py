@@ -1,5 +1,6 @@
 """torch.distributed in one place: started by torchrun (WORLD_SIZE > 1), else a single process."""
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,9 +36,16 @@ def isMain():
     return rank() == 0
 
 
-def barrier():
-    if isDistributed():
-        dist.barrier()
+def mainWaiter(timeoutMinutes):
+    """-> wait(): under torchrun every rank blocks in wait() until all have arrived, so the others wait while rank 0
+    validates and saves an epoch, for up to timeoutMinutes (mcfg.mainWaitMinutes), instead of running into the next
+    step's collective, whose timeout (torch's default: 10 minutes on NCCL) a long validation would exceed. A gloo
+    barrier on the host, in a group of its own with that timeout, made here by every rank together (call it at the
+    same point on each rank, e.g. when the trainer is built). A single process gets a wait() that does nothing."""
+    if not isDistributed():
+        return lambda: None
+    group = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeoutMinutes))
+    return lambda: dist.barrier(group=group)
 
 
 def allTrue(flags, device):

@@ -16,13 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "demo.nano.tiny.epoch@3"  # deterministic, dcore 0, 4 batches per epoch
 
 
-def start(root, fault=None):
+def start(root, fault=None, cfg=CFG):
     """mars.py -train in a subprocess; fault: MARS_TEST_FAULT ('SIGKILL@5': that signal right after global step 5)."""
     env = dict(os.environ, USER="tester")
     env.pop("MARS_TEST_FAULT", None)
     if fault:
         env["MARS_TEST_FAULT"] = fault
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "mars.py"), "-cfg", CFG, "-root", str(root), "-train"],
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "mars.py"), "-cfg", cfg, "-root", str(root), "-train"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -32,16 +32,16 @@ def finish(process):
     return process.returncode, out, err
 
 
-def cacheDir(root):
-    return os.path.join(str(root), "tester", CFG, "__cache__")
+def cacheDir(root, cfg=CFG):
+    return os.path.join(str(root), "tester", cfg, "__cache__")
 
 
-def lastCheckpoint(root):
-    return torch.load(os.path.join(cacheDir(root), "last_epoch_weights.pth"), weights_only=True)
+def lastCheckpoint(root, cfg=CFG):
+    return torch.load(os.path.join(cacheDir(root, cfg), "last_epoch_weights.pth"), weights_only=True)
 
 
-def finalState(root):
-    state = lastCheckpoint(root)
+def finalState(root, cfg=CFG):
+    state = lastCheckpoint(root, cfg)
     assert state["epoch"] == 3 and state["batchesDone"] == 0
     return state
 
@@ -72,47 +72,53 @@ def reference(tmp_path_factory):
     return finalState(root)
 
 
-def test_sigkill_at_chosen_steps_then_resume_is_exact(reference, tmp_path):
-    """4 steps per epoch, 3 epochs (global steps 0..11). SIGKILL after step 2 (no checkpoint yet), after step 5 (epoch 1
-    saved) and, resumed, after step 9 (epoch 2 saved); a write interrupted by a kill leaves a temporary file, which
-    stays in place. The last run finishes with exactly the uninterrupted run's model, EMA and optimizer."""
-    code, _, err = finish(start(tmp_path, "SIGKILL@2"))
+@pytest.mark.parametrize("dcore", [0, 1, 2])
+def test_sigkill_at_chosen_steps_then_resume_is_exact(reference, tmp_path, dcore):
+    """4 steps per epoch, 3 epochs (global steps 0..11), dcore loader workers (tag dcore@N). SIGKILL after step 2 (no
+    checkpoint yet), after step 5 (epoch 1 saved) and, resumed, after step 9 (epoch 2 saved); a write interrupted by a
+    kill leaves a temporary file, which stays in place. The last run finishes with exactly the uninterrupted run's
+    model, EMA and optimizer -- the reference trains with dcore 0: the data do not depend on the workers."""
+    cfg = CFG + ".dcore@{}".format(dcore)
+    code, _, err = finish(start(tmp_path, "SIGKILL@2", cfg))
     assert code == -signal.SIGKILL, err[-2000:]
-    assert not os.path.exists(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"))
+    assert not os.path.exists(os.path.join(cacheDir(tmp_path, cfg), "last_epoch_weights.pth"))
     for fault, epochsDone in (("SIGKILL@5", 1), ("SIGKILL@9", 2)):
-        code, _, err = finish(start(tmp_path, fault))
+        code, _, err = finish(start(tmp_path, fault, cfg))
         assert code == -signal.SIGKILL, err[-2000:]
-        state = safeTorchLoad(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"))
-        assert (state["epoch"], state["batchesDone"]) == (epochsDone, 0), fault
-        assert {"model", "ema", "optimizer", "rng"} <= state.keys()
-        with open(os.path.join(cacheDir(tmp_path), "last_epoch_weights.pth"), "rb") as f:
+        state = safeTorchLoad(os.path.join(cacheDir(tmp_path, cfg), "last_epoch_weights.pth"))
+        assert (state["epoch"], state["batchesDone"], state["epochPosition"]) == (epochsDone, 0, 0), fault
+        assert {"model", "ema", "optimizer", "scaler"} <= state.keys()
+        with open(os.path.join(cacheDir(tmp_path, cfg), "last_epoch_weights.pth"), "rb") as f:
             half = f.read()[:5000]
-        with open(os.path.join(cacheDir(tmp_path), ".tmp_interrupted{}.pth".format(epochsDone)), "wb") as f:
+        with open(os.path.join(cacheDir(tmp_path, cfg), ".tmp_interrupted{}.pth".format(epochsDone)), "wb") as f:
             f.write(half)  # what a kill in the middle of a checkpoint write leaves behind
-    code, out, err = finish(start(tmp_path))
+    code, out, err = finish(start(tmp_path, cfg=cfg))
     assert code == 0, err[-2000:]
     assert "resuming from" in out + err
-    assertSameState(finalState(tmp_path), reference)
+    assertSameState(finalState(tmp_path, cfg), reference)
 
 
-@pytest.mark.parametrize("step, position", [(6, (1, 3)), (3, (0, 4))], ids=["mid-epoch", "last-batch-of-epoch"])
-def test_sigterm_saves_at_the_step_and_resume_is_exact(reference, tmp_path, step, position):
+@pytest.mark.parametrize("step, position, dcore", [(6, (1, 3, 12), 0), (6, (1, 3, 12), 2), (3, (0, 4, 16), 1)],
+                         ids=["mid-epoch", "mid-epoch-2-workers", "last-batch-of-epoch-1-worker"])
+def test_sigterm_saves_at_the_step_and_resume_is_exact(reference, tmp_path, step, position, dcore):
     """SIGTERM after global step 6 (epoch 2, batch 3 of 4) or 3 (the last batch of epoch 1): the step finishes, the
-    state is saved at exactly that position, exit code 128 + 15, the message says how to resume; the rerun ends
-    exactly as the uninterrupted run."""
-    code, out, err = finish(start(tmp_path, "SIGTERM@{}".format(step)))
+    state is saved at exactly that position (epoch, batches done, samples done), exit code 128 + 15, the message says
+    how to resume; the rerun, with loader workers too, trains exactly the samples not yet trained and ends exactly as
+    the uninterrupted run."""
+    cfg = CFG + ".dcore@{}".format(dcore)
+    code, out, err = finish(start(tmp_path, "SIGTERM@{}".format(step), cfg))
     assert code == 128 + signal.SIGTERM, err[-2000:]
     assert "Resume with the same command" in out
-    state = lastCheckpoint(tmp_path)
-    assert (state["epoch"], state["batchesDone"]) == position
-    code, _, err = finish(start(tmp_path))
+    state = lastCheckpoint(tmp_path, cfg)
+    assert (state["epoch"], state["batchesDone"], state["epochPosition"]) == position
+    code, _, err = finish(start(tmp_path, cfg=cfg))
     assert code == 0, err[-2000:]
-    assertSameState(finalState(tmp_path), reference)
+    assertSameState(finalState(tmp_path, cfg), reference)
 
 
 def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     """In-process: SIGTERM (test hook) after global step 5 of 2 epochs x 4 steps; a new trainer's resume() holds exactly
-    the checkpoint's (and the interrupted trainer's) model, EMA, EMA count, optimizer state, position and RNG states;
+    the checkpoint's (and the interrupted trainer's) model, EMA, EMA count, optimizer state and position;
     continuing it gives bitwise the uninterrupted run."""
     from engine.trainer.base import BaseTrainer, TrainingInterrupted
     from model.base.yolomodel import YoloModel
@@ -132,11 +138,10 @@ def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     assert (saved["epoch"], saved["batchesDone"]) == (1, 2)
     resumed = trainer(tmp_path / "a")
     resumed.resume()
-    assert (resumed.startEpoch, resumed.batchesDone) == (1, 2)
+    assert (resumed.startEpoch, resumed.batchesDone, resumed.epochPosition) == (1, 2, 8)
     for source in (saved, interrupted.checkpoint(1, 2)):
         assertSameState(resumed.checkpoint(1, 2), source)
     assert resumed.ema.updates == interrupted.ema.updates == 24 / 64
-    assert torch.equal(resumed.resumeRng[0]["torch"], saved["rng"]["torch"])
     resumed.run()
     uninterrupted = trainer(tmp_path / "b")
     uninterrupted.run()

@@ -104,6 +104,7 @@ class DistillationDetectionLoss(object):
         self.featureNames = tuple(mcfg.distilFeatures)
         self.teacherClassIndexes = list(mcfg.teacherClassIndexes)
         self.oldClasses = torch.tensor(self.teacherClassIndexes)  # (k,) on the CPU, where the loader's targets are
+        self.oldIndex = self.oldClasses  # (k,) on the device of the predictions (oldLogits moves it once)
         self.schedule, self.maxEpoch, self.scale = mcfg.distilSchedule, mcfg.maxEpoch, 1.0
         self.responseMask = mcfg.distilResponseMask
         self.confidence = float(mcfg.distilConfidence)
@@ -141,6 +142,13 @@ class DistillationDetectionLoss(object):
             keep &= teacherOldLogits.detach().sigmoid().amax(2) >= self.confidence
         return keep
 
+    def oldLogits(self, logits):
+        """(B, A, nc) -> (B, A, k): the classes the teacher knows. The index lives on the logits' device (copied there
+        on the first call only): indexing with a Python list would copy it to the device at every step."""
+        if self.oldIndex.device != logits.device:
+            self.oldIndex = self.oldClasses.to(logits.device)
+        return logits.index_select(-1, self.oldIndex)
+
     def compute(self, outputs, targets):
         if not isinstance(outputs, dict):  # eval-mode student: plain head outputs
             loss = self.detection(outputs, targets)
@@ -151,14 +159,14 @@ class DistillationDetectionLoss(object):
         detectionLoss = self.detection(preds, targets)
         predDist, predLogits = self.detection.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
         teacherDist, teacherLogits = self.detection.flatten([p.detach() for p in teacherPreds])
-        old = self.teacherClassIndexes
-        response = responseDivergence(predLogits[..., old], teacherLogits[..., old], self.temperature,
-                                      self.responseAnchors(preds, targets, teacherLogits[..., old]))
+        teacherOld = self.oldLogits(teacherLogits)
+        response = responseDivergence(self.oldLogits(predLogits), teacherOld, self.temperature,
+                                      self.responseAnchors(preds, targets, teacherOld))
         if self.method == "cwd":
             knowledge = sum(channelWiseDivergence(outputs["feats"][name], outputs["teacherFeats"][name].detach(),
                                                   self.temperature) for name in self.featureNames)
         else:
-            anchorWeight = teacherLogits[..., old].sigmoid().amax(2)  # (B, A) teacher's best old-class score
+            anchorWeight = teacherOld.sigmoid().amax(2)  # (B, A) teacher's best old-class score
             knowledge = localisationDivergence(predDist, teacherDist, anchorWeight, self.regMax, self.temperature)
         self.parts = self.detection.parts
         self.distilParts = torch.stack((knowledge, response)).detach()

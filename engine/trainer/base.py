@@ -9,11 +9,9 @@ a step with a non-finite loss or gradient is skipped on the device (the fused op
 and counted there; the counts and losses are read every LOG_EVERY steps.
 """
 import os
-import random
 import signal
 import time
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -21,7 +19,7 @@ from tqdm import tqdm
 from dl.vocdataset import makeDataLoader
 from engine.curves import writeCurves, writeHistoryCsv
 from inference.preview import writeBatchPreview
-from misc.dist import allTrue, anyRank, isMain, rank, worldSize
+from misc.dist import allTrue, anyRank, isMain, mainWaiter, rank, worldSize
 from misc.log import log, warn
 from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
 from train.ema import ModelEma
@@ -52,23 +50,27 @@ def imagesToDevice(images, device, channelsLast=False):
     return images.float().div_(255)
 
 
-def rngStates():
-    """Python, NumPy, torch (and CUDA) generator states in types torch.load(weights_only=True) accepts."""
-    name, keys, pos, hasGauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, hasGauss, gauss),
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+def autocastDtype(device, amp):
+    """The autocast dtype of mcfg.amp on this device: None (float32) on the CPU or without amp; on CUDA bfloat16
+    where the card computes it natively (compute capability 8.0 and newer: A100, RTX 30xx, H100; every ROCm card),
+    else float16 with a grad scaler (T4, V100: bf16 there is emulated, without bf16 convolutions)."""
+    if device.type != "cuda" or not amp:
+        return None
+    native = bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.bfloat16 if native else torch.float16
 
 
-def setRngStates(states):
-    random.setstate(states["python"])
-    name, keys, pos, hasGauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hasGauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def setDeterminism(deterministic, deviceType):
+    """mcfg.deterministic: torch's deterministic algorithms. On CUDA, cuBLAS needs CUBLAS_WORKSPACE_CONFIG for that (set
+    here unless the user set it; before the first matmul), and an op without a deterministic CUDA kernel warns
+    instead of stopping the run. Without it, cuDNN may pick the fastest kernels (benchmark)."""
+    if deterministic:
+        if deviceType == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=deviceType == "cuda")
+        torch.backends.cudnn.benchmark = False
+    elif deviceType == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def fitness(result):
@@ -100,21 +102,16 @@ class BaseTrainer(object):
         self.mcfg, self.model, self.evaluator = mcfg, model, evaluator
         self.device = torch.device(mcfg.device)
         cuda = self.device.type == "cuda"
-        if mcfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif cuda:
-            torch.backends.cudnn.benchmark = True
+        setDeterminism(mcfg.deterministic, self.device.type)
         self.rank, self.worldSize, self.isMain = rank(), worldSize(), isMain()
+        self.waitForMain = mainWaiter(mcfg.mainWaitMinutes)  # torchrun: the others wait while rank 0 validates
         if self.worldSize > 1 and mcfg.syncBatchNorm:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # new BN modules: before optimizer and EMA
             self.model = model
         self.channelsLast = cuda
         if self.channelsLast:
             model.to(memory_format=torch.channels_last)
-        self.ampDtype = None
-        if cuda and mcfg.amp:
-            self.ampDtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.ampDtype = autocastDtype(self.device, mcfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.ampDtype == torch.float16)
         self.trainLoader = makeDataLoader(mcfg, mcfg.trainSplitName, train=True)
         self.validationLoader = makeDataLoader(mcfg, mcfg.validationSplitName, train=False) if mcfg.epochValidation else None
@@ -126,7 +123,7 @@ class BaseTrainer(object):
         self.forward, self.wrappedFrozen = model, None  # DDP wrapper, rebuilt when the frozen set changes
         self.cacheDir = mcfg.cacheDir()
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
-        self.batchesDone, self.partialParts = 0, None  # position inside an interrupted epoch
+        self.batchesDone, self.epochPosition, self.partialParts = 0, 0, None  # where an interrupted epoch stopped
         self.stopSignal, self.lastCurves = None, 0.0
         self.skips = torch.zeros(3, device=self.device)  # non-finite steps: in all, in a row now, longest run
         self.skipsReported = 0
@@ -137,13 +134,14 @@ class BaseTrainer(object):
         self.previewsLeft = mcfg.previewBatches if self.isMain else 0  # first batches drawn to <run>/train_batch*.jpg
 
     # --- checkpoints -----------------------------------------------------
-    def checkpoint(self, epochsDone, batchesDone=0, partialParts=None):
-        """Everything a resume needs: weights, EMA, optimizer, scaler, position, best metric, history, RNG states."""
+    def checkpoint(self, epochsDone, batchesDone=0, partialParts=None, epochPosition=0):
+        """Everything a resume needs: weights, EMA, optimizer, scaler, position, best metric, history. No generator
+        state: an epoch's data are a function of (seed, epoch, position) (dl/sampler.py) and a step draws nothing
+        from the global generators, which seedEpoch seeds."""
         return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "emaUpdates": self.ema.updates,
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epochsDone,
-                "batchesDone": batchesDone, "partialParts": partialParts, "bestMetric": self.bestMetric,
-                "history": self.history, "rng": rngStates(),
-                "datasetRng": self.trainLoader.dataset.rng.bit_generator.state}
+                "batchesDone": batchesDone, "epochPosition": epochPosition, "worldSize": self.worldSize,
+                "partialParts": partialParts, "bestMetric": self.bestMetric, "history": self.history}
 
     def resume(self):
         """Continue from __cache__/last_epoch_weights.pth unless mcfg.nobuf."""
@@ -155,18 +153,24 @@ class BaseTrainer(object):
             self.model.load_state_dict(state["model"])
             self.ema.module.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # empty when saved without fp16 (CPU, bf16): a new scaler then starts afresh
+                self.scaler.load_state_dict(state["scaler"])
             self.ema.updates = state["emaUpdates"]
             self.startEpoch, self.batchesDone = state["epoch"], state["batchesDone"]
             self.partialParts, self.bestMetric, self.history = state["partialParts"], state["bestMetric"], list(state["history"])
-            self.resumeRng = state["rng"], state["datasetRng"]
+            self.epochPosition = state.get("epochPosition", self.batchesDone * self.mcfg.batchSize * self.worldSize)
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise MarsError("checkpoint {} does not fit this run ({}); run with -nobuf to start over".format(
                 path, str(e).splitlines()[0])) from e
         log("resuming from {} at epoch {}{}".format(path, self.startEpoch + 1,
                                                   ", batch {}".format(self.batchesDone + 1) if self.batchesDone else ""))
+        savedWorld = state.get("worldSize", 1)
+        if self.batchesDone and savedWorld != self.worldSize:
+            log("the checkpoint was saved mid-epoch by {} rank(s), this run has {}: the epoch's remaining {} samples "
+                "are shared out among them".format(savedWorld, self.worldSize,
+                                                   len(self.trainLoader.dataset) - self.epochPosition))
 
-    def saveState(self, epochsDone, batchesDone=0, partialParts=None, metric=None):
+    def saveState(self, epochsDone, batchesDone=0, partialParts=None, metric=None, epochPosition=0):
         """Write last (full state) and, at an epoch end, best (EMA weights) when metric improved (metric None: every
         epoch is the best; SKIP_BEST: not measured this epoch, best stays), plus info.txt."""
         if not finiteState(self.model.state_dict()) or not finiteState(self.ema.module.state_dict()):
@@ -176,7 +180,8 @@ class BaseTrainer(object):
                                                               metric > self.bestMetric):
             self.bestMetric = metric
             atomicTorchSave(self.ema.module.state_dict(), os.path.join(self.cacheDir, BEST_FILE))
-        atomicTorchSave(self.checkpoint(epochsDone, batchesDone, partialParts), os.path.join(self.cacheDir, LAST_FILE))
+        atomicTorchSave(self.checkpoint(epochsDone, batchesDone, partialParts, epochPosition),
+                        os.path.join(self.cacheDir, LAST_FILE))
         info = "cfgname={}\nphase={}\nnc={}\nepochsDone={}/{}\nbatchesDone={}\nbestMetric={}\n".format(
             self.mcfg.cfgname, self.mcfg.phase, self.mcfg.nc, epochsDone, self.mcfg.maxEpoch, batchesDone, self.bestMetric)
         atomicWrite(os.path.join(self.cacheDir, INFO_FILE), lambda f: f.write(info.encode()))
@@ -190,13 +195,11 @@ class BaseTrainer(object):
 
     # --- loop ------------------------------------------------------------
     def seedEpoch(self, epoch):
-        """Every epoch's randomness (shuffle, augmentation) depends only on mcfg.seed and the epoch index."""
-        seed = self.mcfg.seed + epoch
-        seedEverything(seed)
-        self.trainLoader.generator.manual_seed(seed + 100003 * self.rank)  # worker seeds differ per rank
-        self.trainLoader.dataset.rng = np.random.default_rng([seed, self.rank])
-        if hasattr(self.trainLoader.sampler, "set_epoch"):
-            self.trainLoader.sampler.set_epoch(epoch)
+        """The epoch's data (order, images, augmentation, mosaic partners) are a function of (mcfg.seed, epoch,
+        position) alone (dl/sampler.py); a resumed epoch starts at the first position not yet trained. The global
+        generators are seeded per epoch for anything else."""
+        seedEverything(self.mcfg.seed + epoch)
+        self.trainLoader.batch_sampler.setEpoch(epoch, self.epochPosition)
 
     def wrapModel(self, frozen):
         """The callable that runs the forward: the model, DistributedDataParallel under torchrun (rebuilt when
@@ -261,8 +264,12 @@ class BaseTrainer(object):
         trainParts, lr, dataSeconds = self.trainEpoch(epoch, frozen)
         row = {"epoch": epoch + 1, "trainBox": trainParts[0], "trainCls": trainParts[1], "trainDfl": trainParts[2],
                "lr": lr, "frozen": int(frozen), "trainSeconds": time.time() - started, "dataSeconds": dataSeconds}
-        if not self.isMain:  # rank 0 validates, evaluates and saves
-            return
+        if self.isMain:  # rank 0 validates, evaluates and saves; the other ranks wait for it
+            self.endEpoch(epoch, row, started)
+        self.waitForMain()
+
+    def endEpoch(self, epoch, row, started):
+        """Rank 0 after an epoch: validation loss, mAP when due, the best and last checkpoints, results.csv, curves."""
         validationStarted, metric = time.time(), None
         measuring = self.evaluator is not None and self.mcfg.evalEveryEpochs > 0  # best by fitness
         if self.validationLoader is not None:
@@ -288,19 +295,15 @@ class BaseTrainer(object):
         self.model.train()
         numBatches = len(self.trainLoader)
         total = torch.zeros(3, device=self.device)  # read on the host only every LOG_EVERY steps
-        skip, self.batchesDone = self.batchesDone, 0
-        if skip:  # resuming inside this epoch: replay the loader up to where the interrupted run stopped
+        first, self.batchesDone, self.epochPosition = self.batchesDone, 0, 0
+        if first:  # resuming inside this epoch: the loader starts at the first sample not yet trained (seedEpoch)
             total += torch.as_tensor(self.partialParts, device=self.device)
         bar = tqdm(self.trainLoader, desc="epoch {}/{}".format(epoch + 1, self.mcfg.maxEpoch), leave=True,
-                   dynamic_ncols=True, mininterval=0.5, disable=not self.isMain)
+                   dynamic_ncols=True, mininterval=0.5, disable=not self.isMain, initial=first,
+                   total=first + len(self.trainLoader.batch_sampler.stepPositions()))
         lr, dataSeconds, waitStarted = 0.0, 0.0, time.perf_counter()
-        for i, (images, targets, _) in enumerate(bar):
+        for i, (images, targets, _) in enumerate(bar, start=first):
             dataSeconds += time.perf_counter() - waitStarted  # the step waited this long for the loader
-            if i < skip:
-                if i + 1 == skip:
-                    setRngStates(self.resumeRng[0])
-                    self.trainLoader.dataset.rng.bit_generator.state = self.resumeRng[1]
-                continue
             if self.previewsLeft:
                 self.writePreview(images, targets)
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
@@ -311,7 +314,8 @@ class BaseTrainer(object):
                 self.report(bar, total / (i + 1), lr, frozen, epoch * numBatches + i)
             if self.stopRequested(read):
                 if self.isMain:
-                    self.saveState(epoch, i + 1, total.tolist())
+                    position = self.trainLoader.batch_sampler.positionAfter(i + 1 - first)  # first sample not trained
+                    self.saveState(epoch, i + 1, total.tolist(), epochPosition=position)
                 bar.close()
                 log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
                     "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
@@ -339,12 +343,16 @@ class BaseTrainer(object):
         skipped = badLoss | badGradient  # fp16: the grad scaler's overflow steps are skipped too
         self.optimizer.found_inf = skipped.float()
         self.optimizer.step()
+        # non-finite steps (in all, in a row, longest run): a non-finite loss or gradient -- but under the fp16 grad
+        # scaler a gradient overflow at a scale above 1 is the scaler's business (it lowers the scale); at a scale
+        # of 1 or less the gradient is not finite even unscaled, so those count (else the scale would halve forever)
+        counted = skipped
+        if self.scaler.is_enabled():
+            counted = badLoss | (badGradient & (self.scaler._scale.reshape(()) <= 1))  # the scale of this step
         self.scaler.update()  # fp16: lowers the scale after an overflow
         self.ema.update(self.model, skipped, images.shape[0] * self.worldSize)
         self.restoreNormStatistics(skipped)
         total += torch.where(skipped, torch.zeros_like(self.loss.parts), self.loss.parts)
-        # count non-finite losses (an fp16 overflow the scaler handles is not one): in all, in a row, longest run
-        counted = badLoss if self.scaler.is_enabled() else skipped
         inRow = (self.skips[1] + 1) * counted
         self.skips.copy_(torch.stack((self.skips[0] + counted, inRow, torch.maximum(self.skips[2], inRow))))
         return lr
