@@ -1,4 +1,5 @@
-"""Helpers shared by the speed benchmarks (bench/*.py); the library never imports this.
+"""Helpers shared by the speed benchmarks (bench/*.py); the library never imports this, and no benchmark imports
+another (what two of them share lives here).
 
 Every benchmark measures Mars and its reference in the same process, with the same torch thread count, alternating
 the two (ABBA order per round) after a warm-up, and reports medians and the ratio. It prints the machine's load so a
@@ -6,6 +7,7 @@ reader can tell a measurement taken on a busy CPU.
 """
 import argparse
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -175,3 +177,71 @@ def marsTargetsToReference(targets):
     xyxy = targets[:, 2:6]
     xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
     return {"batch_idx": targets[:, 0], "cls": targets[:, 1:2], "bboxes": xywh}
+
+
+def drawBatches(mcfg, count):
+    """count batches (images uint8 (B, 3, H, W), targets (N, 6)) from Mars' training data loader."""
+    from dl.vocdataset import makeDataLoader
+    batches = []
+    while len(batches) < count:
+        for images, targets, _ in makeDataLoader(copy.copy(mcfg), mcfg.trainSplitName, train=True):
+            batches.append((images, targets))
+            if len(batches) == count:
+                break
+    return batches
+
+
+def marsStepper(mcfg, ampDtype=None):
+    """A Mars trainer's trainStep as a function of (images, targets).
+
+    ampDtype: the autocast dtype of the step (torch.float16 or torch.bfloat16; None: fp32). It replaces the one
+    BaseTrainer picks from mcfg.amp (bf16 where the GPU has it natively, else fp16), with a grad scaler for fp16 only as
+    BaseTrainer has, so that a benchmark can give Mars and its reference the same precision."""
+    from factory.modelfactory import makeModel
+    from factory.trainerfactory import makeTrainer
+    trainer = makeTrainer(mcfg, makeModel(mcfg))
+    trainer.ampDtype = ampDtype
+    trainer.scaler = torch.amp.GradScaler("cuda", enabled=ampDtype == torch.float16)
+    trainer.model.unfreezeBackbone()
+    if hasattr(trainer, "wrapModel"):  # builds the forward callable (DDP / compile wrappers) as runEpoch does
+        trainer.wrapModel(False)
+    trainer.model.train()
+    total = torch.zeros(3, device=trainer.device)
+    state = {"step": 0}
+
+    def step(images, targets):
+        trainer.trainStep(state["step"], images, targets, total)
+        state["step"] += 1
+    return step
+
+
+def referenceStepper(batchSize, nc, device="cpu", ampDtype=None):
+    """Ultralytics' per-batch training work (engine/trainer.py _do_train) as a function of (images, targets).
+
+    ampDtype: the autocast dtype (None: fp32). torch.float16 with a grad scaler is Ultralytics' own AMP (its default
+    on CUDA); torch.bfloat16 runs without a scaler (as Mars does; Ultralytics itself has no bf16 mode)."""
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.utils.torch_utils import ModelEMA
+    device = torch.device(device)
+    model = referenceModel(nc).to(device)
+    model.train()
+    args = model.args
+    optimizer = BaseTrainer.build_optimizer(None, model, name="SGD", lr=args.lr0, momentum=args.momentum,
+                                            decay=args.weight_decay * batchSize / args.nbs)
+    scaler = torch.amp.GradScaler(device.type, enabled=ampDtype == torch.float16)
+    ema = ModelEMA(model)
+
+    def step(images, targets):
+        batch = {"img": images, **marsTargetsToReference(targets)}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # DetectionTrainer.preprocess_batch
+        batch["img"] = batch["img"].float() / 255
+        with torch.autocast(device.type, dtype=ampDtype, enabled=ampDtype is not None):
+            loss, _ = model.loss(batch)
+        scaler.scale(loss.sum()).backward()
+        scaler.unscale_(optimizer)  # BaseTrainer.optimizer_step
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        ema.update(model)
+    return step

@@ -16,72 +16,10 @@ memory to the end of the optimizer step, is for
 Both models are nano, 20 classes, fp32, train mode. Figures are images/s (median over --repeats steps per side,
 alternating). Target: Mars >= 1.0x at both sizes.
 """
-import copy
-
 import torch
 
-from benchutil import (alternate, baseParser, demoConfig, marsTargetsToReference, median, printTable,  # noqa: I100
-                       referenceModel, setup)
-
-
-def marsStepper(mcfg):
-    """A Mars trainer's trainStep as a function of (images, targets)."""
-    from factory.modelfactory import makeModel
-    from factory.trainerfactory import makeTrainer
-    trainer = makeTrainer(mcfg, makeModel(mcfg))
-    trainer.model.unfreezeBackbone()
-    if hasattr(trainer, "wrapModel"):  # builds the forward callable (DDP / compile wrappers) as runEpoch does
-        trainer.wrapModel(False)
-    trainer.model.train()
-    total = torch.zeros(3, device=trainer.device)
-    state = {"step": 0}
-
-    def step(images, targets):
-        trainer.trainStep(state["step"], images, targets, total)
-        state["step"] += 1
-    return step
-
-
-def referenceStepper(batchSize, nc, device="cpu", amp=False):
-    """Ultralytics' per-batch training work (engine/trainer.py _do_train) as a function of (images, targets);
-    amp: its CUDA default (fp16 autocast and a grad scaler)."""
-    from ultralytics.engine.trainer import BaseTrainer
-    from ultralytics.utils.torch_utils import ModelEMA
-    device = torch.device(device)
-    model = referenceModel(nc).to(device)
-    model.train()
-    args = model.args
-    optimizer = BaseTrainer.build_optimizer(None, model, name="SGD", lr=args.lr0, momentum=args.momentum,
-                                            decay=args.weight_decay * batchSize / args.nbs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    ema = ModelEMA(model)
-
-    def step(images, targets):
-        batch = {"img": images, **marsTargetsToReference(targets)}
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # DetectionTrainer.preprocess_batch
-        batch["img"] = batch["img"].float() / 255
-        with torch.autocast(device.type, enabled=amp):
-            loss, _ = model.loss(batch)
-        scaler.scale(loss.sum()).backward()
-        scaler.unscale_(optimizer)  # BaseTrainer.optimizer_step
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad()
-        ema.update(model)
-    return step
-
-
-def drawBatches(mcfg, count):
-    """count batches (images uint8 (B, 3, H, W), targets (N, 6)) from Mars' training data loader."""
-    from dl.vocdataset import makeDataLoader
-    batches = []
-    while len(batches) < count:
-        for images, targets, _ in makeDataLoader(copy.copy(mcfg), mcfg.trainSplitName, train=True):
-            batches.append((images, targets))
-            if len(batches) == count:
-                break
-    return batches
+from benchutil import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,  # noqa: I100
+                       referenceStepper, setup)
 
 
 def main(argv=None):
