@@ -94,9 +94,22 @@ def iou(a, b):
     return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
+def assertPaintedInside(paintedPath, box, name):
+    """The painted file (BGR again) keeps the square's colour: the median pixel inside it, 2 px in from its edges, is
+    clearly red (or blue). The median, not one pixel: a painted box edge may cross any single pixel, wherever the
+    model happens to put its box."""
+    x0, y0, x1, y1 = box
+    inside = cv2.imread(str(paintedPath)).astype(int)[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
+    redness = float(np.median(inside[..., 2] - inside[..., 0]))
+    assert (redness > 100) if name == "red" else (redness < -100), (paintedPath, name, redness)
+
+
 def test_class_depends_on_colour_through_predict_and_painting(tmp_path):
     """A nano model trained (augmented) on red and blue squares of random sizes and places finds, through -predict
-    (networkInput), a red square as `red` and the same square in blue as `blue`; the painted files keep the colours."""
+    (networkInput), a red square as `red` and the same square in blue as `blue`; the painted files keep the colours.
+    30 epochs (240 steps) put every property well past its threshold on any CPU: measured under OMP_NUM_THREADS 1 and
+    2 with ATEN_CPU_CAPABILITY default, avx2 and avx512, 20 epochs already gave IoU 0.78-0.96 (threshold 0.5), the
+    right class first, mAP50 0.95-1.0 (threshold 0.5); 10 epochs, as before, missed the blue square on one of them."""
     torch.manual_seed(0)
     images = colourImages(16, 0)
     imageDir, annotationDir, subsetMap = writeVocSet(str(tmp_path / "data"), images, ["red", "blue"],
@@ -104,7 +117,7 @@ def test_class_depends_on_colour_through_predict_and_painting(tmp_path):
     mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), imageDir=imageDir, annotationDir=annotationDir,
                       classList=["red", "blue"], subsetMap=subsetMap, trainSplitName="train",
                       validationSplitName="train", testSplitName="train", dcore=0, batchSize=8, augment=True,
-                      epochValidation=False, evalEveryEpochs=0, warmupEpochs=0.0, maxEpoch=10, baseLearningRate=0.02,
+                      epochValidation=False, evalEveryEpochs=0, warmupEpochs=0.0, maxEpoch=30, baseLearningRate=0.02,
                       minLearningRate=0.002, root=str(tmp_path / "runs"), user="u", cfgname="colour")
     trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.run()
@@ -127,14 +140,10 @@ def test_class_depends_on_colour_through_predict_and_painting(tmp_path):
         assert best["class"] == name, (name, detections[:3])
         assert iou(best["boxXyxy"], box) > 0.5, (name, best)
         assert all(d["score"] < best["score"] for d in detections if d["class"] != name), (name, detections)
-        painted = cv2.imread(os.path.join(out, name + ".jpg")).astype(int)  # BGR again, the square's inside
-        b, g, r = painted[27, 33]
-        assert (r - b > 100) if name == "red" else (b - r > 100), (name, painted[27, 33])
+        assertPaintedInside(os.path.join(out, name + ".jpg"), box, name)
 
     outDir = tmp_path / "eval"
     result = Evaluator(mcfg).evaluate(trainer.ema.module, "train", paint=True, outDir=str(outDir))
     assert result["mAP50"] > 0.5, result["mAP50"]
-    for stem, (_, _, [(name, x0, y0, x1, y1)]) in list(images.items())[:2]:
-        painted = cv2.imread(str(outDir / "painted" / (stem + ".jpg"))).astype(int)
-        b, g, r = painted[(y0 + y1) // 2, (x0 + x1) // 2]
-        assert (r - b > 100) if name == "red" else (b - r > 100), (stem, name, (b, g, r))
+    for stem, (_, _, [(name, *box)]) in list(images.items())[:2]:
+        assertPaintedInside(outDir / "painted" / (stem + ".jpg"), box, name)
