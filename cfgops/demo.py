@@ -1,7 +1,7 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), hard (the MAR20-like style of dl/demohard.py: 400/80/120/100 images of 320-640 px with 4-20 small aircraft in shared liveries, clutter and occlusion, input 320; combines with the others, e.g. demo.nano.hard.distillation), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
+Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), hard (the MAR20-like style of demo/hard.py: 400/80/120/100 images of 320-640 px with 4-20 small aircraft in shared liveries, clutter and occlusion, input 320; combines with the others, e.g. demo.nano.hard.distillation), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath

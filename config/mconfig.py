@@ -16,7 +16,7 @@ SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
 DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident")  # anchors of the response term (train/distilloss.py)
 DISTIL_SCHEDULES = ("constant", "cosine")  # distillation weights over the student's epochs (train/distilloss.py)
-DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (dl/demo.py, dl/demohard.py)
+DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (demo/easy.py, demo/hard.py)
 DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
 
@@ -54,7 +54,7 @@ class ModelConfig(object):
         self.demoData = False  # generate the built-in demo data under <root>/demo-data and point the data knobs there
         self.demoSize = (600, 100, 150, 120)  # demo images: train, validation, test, small (a subset of train)
         self.demoImageSize = 192  # pixels, square demo images
-        self.demoStyle = "easy"  # "easy" | "hard" (dl/demohard.py: demoImageSize is then the (min, max) image side)
+        self.demoStyle = "easy"  # "easy" | "hard" (demo/hard.py: demoImageSize is then the (min, max) image side)
 
         # --- model ---
         self.modelName = "base"  # "base" or "distillation"

@@ -2,7 +2,7 @@
 import importlib
 import os
 
-from dl.demo import configureDemoData, ensureDemoData
+from demo.writer import configureDemoData, ensureDemoData
 from misc.log import warn
 from misc.misc import MarsError
 

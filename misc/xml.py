@@ -86,3 +86,14 @@ def readVocXml(path, withDifficult=False):
                _number(box, "xmax", path, what), _number(box, "ymax", path, what))
         objects.append(row + (_flag(obj, "difficult"),) if withDifficult else row)
     return width, height, objects
+
+
+def vocXmlText(fileName, width, height, objects, names):
+    """Pascal VOC XML text for objects [(classIndex, x0, y0, x1, y1)] in image pixels."""
+    lines = ["<annotation>", "  <folder>images</folder>", "  <filename>{}</filename>".format(fileName),
+             "  <size><width>{}</width><height>{}</height><depth>3</depth></size>".format(width, height)]
+    for classIndex, x0, y0, x1, y1 in objects:
+        lines.append("  <object><name>{}</name><difficult>0</difficult><bndbox><xmin>{:g}</xmin><ymin>{:g}</ymin>"
+                     "<xmax>{:g}</xmax><ymax>{:g}</ymax></bndbox></object>".format(names[classIndex], x0, y0, x1, y1))
+    lines.append("</annotation>")
+    return "\n".join(lines) + "\n"

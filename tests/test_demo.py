@@ -1,4 +1,4 @@
-"""Built-in demo data (dl/demo.py): deterministic, valid VOC, sound splits, every class in `small`."""
+"""Built-in demo data (demo/): deterministic, valid VOC, sound splits, every class in `small`."""
 import filecmp
 import os
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from config.mconfig import ModelConfig
-from dl.demo import (MARKER, NUM_CLASSES, ClassDeck, aircraftParts, chooseSmallSplit, classNames, configureDemoData,
-                     ensureDemoData, generateDemoData)
-from dl.demohard import ALPHA_MIN, HARD_VERSION, drawHardImage
+from demo.hard import ALPHA_MIN, HARD_VERSION, drawHardImage
+from demo.shapes import NUM_CLASSES, ClassDeck, aircraftParts, classNames
+from demo.writer import MARKER, chooseSmallSplit, configureDemoData, ensureDemoData, generateDemoData
 from dl.vocdataset import VocDataset, readSplitFile
 from misc.misc import MarsError
 from misc.xml import readVocXml
@@ -78,7 +78,7 @@ def test_chooseSmallSplit():
 
 
 def test_ensureDemoDataReusesAndIsAtomic(tmp_path, monkeypatch):
-    monkeypatch.setattr("dl.demo.log", lambda msg: None)
+    monkeypatch.setattr("demo.writer.log", lambda msg: None)
     root = str(tmp_path)
     dataDir = ensureDemoData(root, seed=1, **TINY)
     assert os.path.isfile(os.path.join(dataDir, MARKER))
@@ -94,7 +94,7 @@ def test_ensureDemoDataReusesAndIsAtomic(tmp_path, monkeypatch):
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
-    monkeypatch.setattr("dl.demo.generateDemoData", crash)
+    monkeypatch.setattr("demo.writer.generateDemoData", crash)
     with pytest.raises(RuntimeError):
         ensureDemoData(root, seed=2, **TINY)
     assert os.listdir(root) == [os.path.basename(dataDir)]  # nothing half-written left behind
@@ -104,7 +104,7 @@ def test_ensureDemoDataReusesAndIsAtomic(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the hard style (dl/demohard.py)
+# the hard style (demo/hard.py)
 
 @pytest.fixture(scope="module")
 def hardData(tmp_path_factory):

@@ -1,8 +1,8 @@
-"""The "hard" style of the built-in demo data (dl/demo.py, style="hard"): scenes closer to real remote sensing
-(MAR20), to tune on something less easy than the easy demo.
+"""The "hard" demo drawing (demo/writer.py, style="hard"): scenes closer to real remote sensing (MAR20), to tune
+on something less easy than the easy demo.
 
 An image is width x height pixels, each side drawn in (min, max) (e.g. 320..640, not square), with about 4-20
-aircraft of the easy demo's 20 types (dl/demo.aircraftParts), fuselage 24-72 pixels long (one ground sample
+aircraft of the easy demo's 20 types (demo/shapes.aircraftParts), fuselage 24-72 pixels long (one ground sample
 distance per image times the type's length factor, a little jitter). What makes it hard:
 - colour carries no class: each aircraft's livery (white, greys, green or brown camouflage, a small random tint)
   is drawn independently of its type, so the types differ by shape only;
@@ -21,11 +21,11 @@ import math
 import cv2
 import numpy as np
 
-from dl.demo import LENGTH_FACTORS, boxesApart, drawGround, rectangle
+from demo.shapes import LENGTH_FACTORS, boxesApart, drawGround, rectangle
 
 HARD_VERSION = 2  # bump when the hard drawing changes, so cached hard demo data is regenerated
 OBJECTS_PER_IMAGE = (4, 20)  # aircraft per image (min, max) tried; one that finds no room is left out
-LENGTH_RANGE = (24.0, 72.0)  # fuselage length, image pixels (v1: 14-48, too small for a nano at 320 px)
+LENGTH_RANGE = (24.0, 72.0)  # fuselage length, image pixels (at 320 px input a nano needs aircraft this large)
 MAX_OVERLAP_IOU = 0.3  # an aircraft's box overlaps every earlier box by at most this IoU
 MIN_VISIBLE = 0.4  # a border-cut aircraft keeps at least this fraction of its full box inside the image
 MAX_OCCLUDED = 0.4  # an occluder covers at most this fraction of any aircraft box
@@ -198,7 +198,7 @@ def treeColors(rng, height, width):
 # ground and clutter
 
 def drawHardGround(rng, width, height):
-    """Airfield ground uint8 (height, width, 3): dl/demo's textured ground tinted as grass / soil / concrete,
+    """Airfield ground uint8 (height, width, 3): demo/shapes.drawGround's textured ground tinted as grass / soil / concrete,
     taxiways (asphalt, yellow centre line), aprons (concrete slabs) and grain. Returns (image, aprons [x0, y0, x1, y1])."""
     image = drawGround(rng, max(width, height))[:height, :width].astype(np.float32)
     terrain = ((0.92, 1.06, 0.94), (0.9, 1.0, 1.08), (1.0, 1.0, 1.0))[int(rng.integers(0, 3))]  # grass, soil, neutral
@@ -467,7 +467,7 @@ def drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage=OBJE
     """One hard image uint8 (height, width, 3) BGR, its objects [(classIndex, x0, y0, x1, y1)] (pixel-edge boxes)
     and the scene (for tests and pictures).
 
-    classDeck(): the next class (with putBack(classIndex)); typeParts: dl/demo.aircraftParts per class.
+    classDeck(): the next class (with putBack(classIndex)); typeParts: demo/shapes.aircraftParts per class.
     scene: {"ground": the image before the aircraft bodies (their shadows drawn), "unoccluded": the image before the
     occluders, "aircraft": [{"classIndex", "livery", "polygons" [(K, 2) image pixels], "box", "covered" (fraction
     under an occluder)}] in drawing order, the order of objects}.
