@@ -46,7 +46,7 @@ def parseArgs(argv):
 
 def configFileError(cfgname):
     """The `mars: error:` text for a config name whose cfgops file does not exist (None when it exists): checked with
-    os alone, before any import of torch (factory/configfactory.py says the same after the imports)."""
+    os alone, before any import of torch (cfgops.makeConfig says the same after the imports)."""
     fileName = cfgname.split(".")[0]
     files = sorted(f[:-3] for f in os.listdir(CFGOPS_DIR) if f.endswith(".py") and not f.startswith("_"))
     if fileName in files:
@@ -64,9 +64,9 @@ def main(argv=None):
     if error:
         sys.stderr.write("mars: error: {}\n".format(error))
         return 2
-    from misc.misc import MarsError
+    from misc.errors import MarsError
     try:
-        from factory.configfactory import makeConfig
+        from cfgops import makeConfig
         mcfg = makeConfig(args.cfg, args.root, userName(), args.nobuf)  # tags, knobs and data paths checked here
         mode = "predict" if args.predict else "inspect" if args.inspect else (args.mode or "pipe")
         return runMode(mcfg, mode, args.predict or args.inspect)
@@ -82,11 +82,11 @@ def main(argv=None):
 
 def runMode(mcfg, mode, path):
     """Import the engine (torch, the model, the trainer) and run the mode; returns the exit code."""
-    from engine.engine import run
-    from engine.trainer.base import TrainingInterrupted
+    from engine.modes import run
+    from engine.signals import TrainingInterrupted
     from misc.dist import initDistributed
     try:
-        mcfg.device = initDistributed(mcfg.device)  # torchrun: one process per device
+        mcfg = mcfg.copy(device=initDistributed(mcfg.device))  # torchrun: one process per device
         run(mcfg, mode, path)
     except TrainingInterrupted as e:
         return e.exitCode

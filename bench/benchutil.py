@@ -7,14 +7,12 @@ reader can tell a measurement taken on a busy CPU.
 """
 import argparse
 import contextlib
-import copy
 import io
 import logging
 import os
 import statistics
 import sys
 import time
-import xml.etree.ElementTree as ET
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -127,13 +125,9 @@ def modelConfig(nc, inputShape, phase="nano"):
 
 def demoConfig(root, inputShape, batchSize, dcore=0, **fields):
     """A finalized demo.nano config on the built-in demo data under root/demo-data (generated on first use)."""
-    from factory.configfactory import makeConfig
+    from cfgops import makeConfig
     mcfg = quietly(makeConfig, "demo.nano", root, "bench")
-    mcfg.inputShape, mcfg.batchSize, mcfg.dcore = tuple(inputShape), batchSize, dcore
-    mcfg.epochValidation = False
-    for knob, value in fields.items():
-        setattr(mcfg, knob, value)
-    return mcfg.finalize()
+    return mcfg.copy(inputShape=tuple(inputShape), batchSize=batchSize, dcore=dcore, epochValidation=False, **fields)
 
 
 def writeYoloCopy(mcfg, splitName, folder, train=True):
@@ -184,7 +178,7 @@ def drawBatches(mcfg, count):
     from dl.vocdataset import makeDataLoader
     batches = []
     while len(batches) < count:
-        for images, targets, _ in makeDataLoader(copy.copy(mcfg), mcfg.trainSplitName, train=True):
+        for images, targets, _ in makeDataLoader(mcfg, mcfg.trainSplitName, train=True):
             batches.append((images, targets))
             if len(batches) == count:
                 break
@@ -195,10 +189,10 @@ def marsStepper(mcfg, ampDtype=None):
     """A Mars trainer's trainStep as a function of (images, targets).
 
     ampDtype: the autocast dtype of the step (torch.float16 or torch.bfloat16; None: fp32). It replaces the one
-    BaseTrainer picks from mcfg.amp (bf16 where the GPU has it natively, else fp16), with a grad scaler for fp16 only as
-    BaseTrainer has, so that a benchmark can give Mars and its reference the same precision."""
-    from factory.modelfactory import makeModel
-    from factory.trainerfactory import makeTrainer
+    Mars' Trainer picks from mcfg.amp (bf16 where the GPU has it natively, else fp16), with a grad scaler for fp16 only as
+    the Trainer has, so that a benchmark can give Mars and its reference the same precision."""
+    from engine.trainer import makeTrainer
+    from model import makeModel
     trainer = makeTrainer(mcfg, makeModel(mcfg))
     trainer.ampDtype = ampDtype
     trainer.scaler = torch.amp.GradScaler("cuda", enabled=ampDtype == torch.float16)

@@ -4,7 +4,7 @@
                               [--amp fp16|bf16|off]
 
 The same demo batches and step functions as bench/train_step.py (read its docstring; both take them from
-bench/benchutil.py), on the device: Mars' BaseTrainer.trainStep (channels_last) and Ultralytics' trainer step, each
+bench/benchutil.py), on the device: Mars' Trainer.trainStep (channels_last) and Ultralytics' trainer step, each
 with mixed precision (AMP) and without (fp32). Both sides' AMP follows one precision policy, --amp:
     fp16 (default): float16 autocast + grad scaler, what Ultralytics does on CUDA;
     bf16:           bfloat16 autocast, no grad scaler (Mars' choice on a GPU that has bf16), on both sides; only where

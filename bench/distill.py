@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine.evaluator import Evaluator  # noqa: E402
-from factory.configfactory import makeConfig  # noqa: E402
-from factory.modelfactory import makeModel  # noqa: E402
-from factory.trainerfactory import makeTrainer  # noqa: E402
-from misc.misc import MarsError  # noqa: E402
+from cfgops import makeConfig  # noqa: E402
+from engine.trainer import makeTrainer  # noqa: E402
+from model import makeModel  # noqa: E402
+from misc.errors import MarsError  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
 
 OLD, NEW = list(range(10)), list(range(10, 20))  # A1..A10 (the teacher's classes), A11..A20
@@ -81,10 +81,7 @@ def benchConfig(cfgname, epochs, args, user, runName, **fields):
     """The cfgops config cfgname with the tag epoch@<epochs> (so the config's epoch-dependent knobs, such as the
     distillation's frozen first quarter, follow), the bench's input size, run name and fields."""
     mcfg = makeConfig("{}.epoch@{}".format(cfgname, epochs), args.root, user)
-    mcfg.cfgname, mcfg.inputShape = runName, (args.size, args.size)
-    for knob, value in fields.items():
-        setattr(mcfg, knob, value)
-    return mcfg.finalize()
+    return mcfg.copy(cfgname=runName, inputShape=(args.size, args.size), **fields)
 
 
 def trainRun(mcfg):
@@ -97,7 +94,7 @@ def trainRun(mcfg):
 def evaluateRun(mcfg):
     """VOC mAP50 of the run's best weights on the test split, ground truth of all 20 classes ->
     (A1..A10, A11..A20, all)."""
-    mcfg.testSelectedClasses = None
+    mcfg = mcfg.copy(testSelectedClasses=None)
     model = YoloModel(mcfg).load(os.path.join(mcfg.cacheDir(), "best_weights.pth"))  # a student alone, no teacher
     ap = Evaluator(mcfg).evaluate(model, mcfg.testSplitName)["ap50Voc"]
 

@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def measured(command, env=None):
 
 def marsRun(args, cfgname, root):
     """Train Mars with its command line; -> (mcfg, wall seconds, peak MiB)."""
-    from factory.configfactory import makeConfig
+    from cfgops import makeConfig
     from mars import userName
     code, seconds, peak = measured([sys.executable, os.path.join(ROOT_DIR, "mars.py"), "-cfg", cfgname, "-root", root,
                                     "-train", "-nobuf"], env=dict(os.environ, TQDM_DISABLE="1"))
@@ -143,7 +142,7 @@ def evaluateMars(mcfg, stateDict):
     import torch
     from engine.evaluator import Evaluator
     from model.base.yolomodel import YoloModel
-    mcfg.pretrainedBackboneUrl = None
+    mcfg = mcfg.copy(pretrainedBackboneUrl=None)
     model = YoloModel(mcfg)
     model.load_state_dict(stateDict)
     torch.set_num_threads(os.cpu_count())
@@ -153,8 +152,8 @@ def evaluateMars(mcfg, stateDict):
 def main(argv=None):
     args = parseArgs(argv)
     from benchutil import machineLoad
-    from engine.trainer.base import BEST_FILE
-    from factory.configfactory import makeConfig
+    from cfgops import makeConfig
+    from engine.checkpoint import BEST_FILE
     from tools.convert import convertStateDict, loadSource
     import torch
 

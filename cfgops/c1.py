@@ -11,7 +11,7 @@ import os
 
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 DATA_ROOT = os.path.join("~", "data", "MAR20")  # used when MARS_DATA is not set
 TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic")

@@ -5,7 +5,7 @@ Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freez
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 TAGS = ("full", "pretrained", "teacher", "distillation", "ld", "mosaic", "tiny", "hard")
 

@@ -1,7 +1,9 @@
-"""ModelConfig: every knob of a Mars run, its default and its unit, validated once in finalize()."""
+"""ModelConfig: every knob of a Mars run, its default and its unit, validated once in finalize(), final after it."""
+import copy
+import difflib
 import os
 
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 PHASES = {
     # phase: (w width multiple, r last-stage ratio, n bottlenecks = 3 x depth multiple)
@@ -20,9 +22,16 @@ DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (demo/easy.py, dem
 DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
 
+RENAMED = {"paintScoreThreshold": "reportScoreThreshold"}  # old knob -> new knob, for users' config files
+
+
 class ModelConfig(object):
+    """Every knob of a run (below, with its default and unit). A cfgops file sets them; finalize() checks them all
+    and makes the config final: setting a knob afterwards, or a knob that does not exist, raises MarsError. A mode
+    that needs other values makes a changed copy: mcfg.copy(knob=value)."""
+
     def __init__(self):
-        # --- run identity (filled by the factory) ---
+        # --- run identity (filled by cfgops.makeConfig) ---
         self.cfgname = None  # "<cfgops file>.<tags...>"
         self.root = None  # run root folder; the run lives in root/user/cfgname
         self.user = None  # user name used in the run path
@@ -111,7 +120,31 @@ class ModelConfig(object):
         self.scoreThreshold = 0.001  # minimum class score kept before NMS (evaluation)
         self.nmsIou = 0.7  # NMS IoU threshold
         self.maxDetections = 300  # per image after NMS
-        self.paintScoreThreshold = 0.25  # minimum score of painted / predicted boxes
+        self.reportScoreThreshold = 0.25  # minimum score of a reported detection: painted images, the report table's
+        # precision / recall, -predict's detections.json, -inspect's score maps
+        object.__setattr__(self, "_final", False)  # from here on, only the knobs above can be set; none after finalize
+
+    def __setattr__(self, name, value):
+        if "_final" not in self.__dict__:  # __init__ defines the knobs
+            object.__setattr__(self, name, value)
+            return
+        if name not in self.__dict__:
+            hint = RENAMED.get(name) or next(iter(difflib.get_close_matches(name, list(self.__dict__), 1)), None)
+            raise MarsError("mcfg.{} is not a knob{}; the knobs are in config/mconfig.py".format(
+                name, " (did you mean mcfg.{}?)".format(hint) if hint else ""))
+        if self._final:
+            raise MarsError("mcfg.{} cannot change once the config is final (finalize); make a changed copy: "
+                            "mcfg.copy({}=...)".format(name, name))
+        object.__setattr__(self, name, value)
+
+    def copy(self, **changes):
+        """A final copy of this config with some knobs changed (checked again by finalize)."""
+        other = ModelConfig.__new__(ModelConfig)
+        other.__dict__.update(copy.deepcopy(self.__dict__))
+        other.__dict__["_final"] = False
+        for name, value in changes.items():
+            setattr(other, name, value)
+        return other.finalize()
 
     # ------------------------------------------------------------------
     def runDir(self):
@@ -127,8 +160,10 @@ class ModelConfig(object):
         """(w, r, n) of the phase."""
         return PHASES[self.phase]
 
-    def finalize(self, tags=()):
-        """Check every knob; raise MarsError naming the knob and the fix. Returns self."""
+    def finalize(self):
+        """Check every knob; raise MarsError naming the knob and the fix. Makes the config final; returns self."""
+        if self._final:
+            return self
         if self.phase not in PHASES:
             raise MarsError("mcfg.phase={!r} is unknown; use one of {}".format(self.phase, ", ".join(PHASES)))
         if self.nc is None and self.classList:
@@ -177,10 +212,11 @@ class ModelConfig(object):
             raise MarsError("mcfg.minIou={} must be in (0, 1)".format(self.minIou))
         if self.baseLearningRate <= 0 or self.minLearningRate < 0:
             raise MarsError("mcfg.baseLearningRate / minLearningRate must be positive")
+        object.__setattr__(self, "_final", True)
         return self
 
     def finalizeDemo(self):
-        """Check the demo data knobs (the factory calls it before generating the data)."""
+        """Check the demo data knobs (cfgops.makeConfig calls it before generating the data)."""
         if self.demoStyle not in DEMO_STYLES:
             raise MarsError("mcfg.demoStyle={!r} is unknown; use one of {}".format(self.demoStyle, ", ".join(DEMO_STYLES)))
         size = self.demoImageSize
@@ -191,7 +227,7 @@ class ModelConfig(object):
                 self.demoImageSize, "" if self.demoStyle == "easy" else " or (min, max) image side, e.g. (320, 640)"))
 
     def finalizeDistillation(self):
-        """Check the distillation knobs (the teacher file itself is checked by the factory and the teacher model)."""
+        """Check the distillation knobs (the teacher file itself is checked by cfgops.makeConfig and the teacher model)."""
         if not (isinstance(self.distilTemperature, (int, float)) and self.distilTemperature > 0):
             raise MarsError("mcfg.distilTemperature={!r} must be a positive number (1.0 = unsoftened)".format(self.distilTemperature))
         if self.distilMethod not in DISTIL_METHODS:

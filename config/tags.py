@@ -3,7 +3,7 @@ pixels, a multiple of 32), `seed@N`, `dcore@N` (N data-loader worker processes; 
 import os
 
 from config.mconfig import PHASES
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 COMMON_TAGS = list(PHASES) + ["cpu", "cuda@N", "batch@N", "epoch@N", "size@N", "seed@N", "dcore@N"]
 

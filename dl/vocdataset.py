@@ -22,7 +22,7 @@ from dl.sampler import EpochBatchSampler
 from misc.dist import rank, worldSize
 from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, imreadBgr, letterboxGeometry, networkInput
 from misc.log import log
-from misc.misc import MarsError
+from misc.errors import MarsError
 from misc.xml import readVocXml
 
 

@@ -3,7 +3,7 @@ import csv
 import io
 
 from misc.figure import newFigure
-from misc.misc import atomicWrite
+from misc.files import atomicWrite
 
 COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095",
            "fitness", "seconds", "trainSeconds", "dataSeconds", "validationSeconds"]  # seconds: the whole epoch

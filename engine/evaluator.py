@@ -6,12 +6,11 @@ import torch
 from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
-from engine.trainer.base import imagesToDevice
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import writeConfusionMatrix, writeReport
 from inference.painter import paintImage
 from inference.predictor import Predictor
-from misc.img import boxesFromLetterbox, imreadBgr
+from misc.img import boxesFromLetterbox, imagesToDevice, imreadBgr
 from misc.log import log
 
 
@@ -60,20 +59,20 @@ class Evaluator(object):
             if paint and outDir:
                 self.paintBatch(preds, gts, metas, os.path.join(outDir, "painted"))
         preds, gts, ignore = torch.cat(allPreds), torch.cat(allGts), torch.cat(allIgnore)
-        result = computeMap(preds, gts, self.mcfg.nc, vocIou=self.mcfg.minIou, scoreThreshold=self.mcfg.paintScoreThreshold,
+        result = computeMap(preds, gts, self.mcfg.nc, vocIou=self.mcfg.minIou, scoreThreshold=self.mcfg.reportScoreThreshold,
                             gtIgnore=ignore)
         if outDir:
             table = writeReport(result, self.mcfg.classList, outDir)
-            matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.paintScoreThreshold)
+            matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
             log(table)
             log("evaluation files: {}".format(outDir))
         return result
 
     def paintBatch(self, preds, gts, metas, folder):
-        """Paint each image of a batch: ground truth purple, TP green, FP yellow (score >= paintScoreThreshold)."""
+        """Paint each image of a batch: ground truth purple, TP green, FP yellow (score >= reportScoreThreshold)."""
         os.makedirs(folder, exist_ok=True)
-        shown = preds[preds[:, 2] >= self.mcfg.paintScoreThreshold]
+        shown = preds[preds[:, 2] >= self.mcfg.reportScoreThreshold]
         isTp = matchDetections(shown, gts, [self.mcfg.minIou])[:, 0]
         for meta in metas:
             index = float(meta["index"])

@@ -3,7 +3,7 @@ import os
 
 from misc.img import IMAGE_SUFFIXES, imreadBgr
 from misc.log import log, warn
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 
 def listImages(path, flag):

@@ -17,22 +17,22 @@ import torch
 from tqdm import tqdm
 
 from dl.vocdataset import clipToImage, loadAnnotation
-from engine.engine import bestModel
+from engine.checkpoint import bestModel, bestWeightsPath
 from engine.imagefiles import DecodedImages
 from engine.inspectmaps import LEVEL_NAMES, assignment, cwdMaps, ldMaps, positivesPerBox, scoreMaps
-from engine.trainer.base import BEST_FILE, imagesToDevice
-from factory.modelfactory import makeModel
 from inference.inspectpanels import assignmentPanel, cwdPanel, ldPanel, scoreMapPanel
-from misc.img import boxesToLetterbox, networkInput
+from misc.files import atomicWrite
+from misc.img import boxesToLetterbox, imagesToDevice, networkInput
 from misc.log import warn
-from misc.misc import atomicWrite, seedEverything
+from misc.seed import seedEverything
+from model import makeModel
 from model.distillation.studentmodel import featureDict
 from model.distillation.teachermodel import YoloTeacherModel
 
 
 def inspectionModels(mcfg):
     """(model in eval mode, teacher or None, weights label for titles and summary.json)."""
-    path = os.path.join(mcfg.cacheDir(), BEST_FILE)
+    path = bestWeightsPath(mcfg)
     if os.path.isfile(path):
         model, label = bestModel(mcfg), "best weights"
     else:
@@ -107,7 +107,7 @@ def inspectImage(mcfg, model, teacher, label, imagePath, imageBgr, outDir):
     assignmentPanel(imageRgb, boxesInput, names, positives, assigned, "assignment: " + title,
                     os.path.join(outDir, record["panels"]["assignment"]))
 
-    levels = scoreMaps(preds, model.strides, model.regMax, mcfg.classList, mcfg.paintScoreThreshold)
+    levels = scoreMaps(preds, model.strides, model.regMax, mcfg.classList, mcfg.reportScoreThreshold)
     record["scoreMaps"] = {name: {"shape": list(level["maxScore"].shape), "max": round(float(level["maxScore"].max()), 5),
                                   "mean": round(float(level["maxScore"].mean()), 5),
                                   "peakXyInput": list(level["peaks"][0][0]), "peakClass": level["peaks"][0][1]}

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from misc.log import log
-from misc.misc import atomicWrite
+from misc.files import atomicWrite
 from model.base.yolomodel import YoloModel
 
 BATCHNORM_OPS = 4  # operations per element of an unfused BatchNorm, as thop counts them
@@ -76,9 +76,7 @@ def summaryText(rows, totals, title):
 
 def writeSummary(mcfg):
     """Print the summary of mcfg's model (no weights needed: the architecture alone) and write <run>/model.txt."""
-    cfg = copy.copy(mcfg)
-    cfg.pretrainedBackboneUrl, cfg.device = None, "cpu"  # the architecture only: no weight file is read
-    model = YoloModel(cfg)
+    model = YoloModel(mcfg.copy(pretrainedBackboneUrl=None, device="cpu"))  # the architecture only: no weight file
     rows, totals = modelSummary(model, mcfg.inputShape)
     text = summaryText(rows, totals, "{}: YOLOv8 {} with {} classes at {}x{} (batch 1)".format(
         mcfg.cfgname, mcfg.phase, mcfg.nc, *mcfg.inputShape))

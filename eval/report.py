@@ -11,7 +11,7 @@ import io
 import os
 
 from misc.figure import newFigure
-from misc.misc import atomicWrite
+from misc.files import atomicWrite
 
 TABLE_COLUMNS = ("class", "numGt", "precision", "recall", "AP50 VOC", "AP50 COCO", "AP50:95")
 

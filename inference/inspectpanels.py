@@ -9,7 +9,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from misc.figure import newFigure
-from misc.misc import atomicWrite
+from misc.files import atomicWrite
 
 LEVEL_NAMES = ("P3", "P4", "P5")
 MARKERS = {8: 3.5, 16: 6.0, 32: 9.0}  # marker radius in points per stride: bigger cells, bigger dots

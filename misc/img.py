@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 PAD_COLOR = 114  # gray value of letterbox padding (as YOLOv8)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes that Mars looks for
@@ -57,11 +57,20 @@ def networkInput(imageBgr, inputShape):
     """The one path from a decoded image to a network input (evaluation, -predict, -inspect).
 
     imageBgr: uint8 (H0, W0, 3) BGR as imreadBgr returns it; inputShape: (h, w) network-input pixels.
-    Returns image uint8 tensor (3, h, w) RGB (letterboxed; the trainer's imagesToDevice makes it float in [0, 1]),
+    Returns image uint8 tensor (3, h, w) RGB (letterboxed; imagesToDevice makes it float in [0, 1]),
     scale (float) and pad (padLeft, padTop) of the letterbox (boxesFromLetterbox maps detections back).
     """
     image, scale, pad = letterbox(imageBgr, inputShape)
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[::-1])), scale, pad  # BGR -> RGB, (3, h, w)
+
+
+def imagesToDevice(images, device, channelsLast=False):
+    """uint8 (B, 3, H, W) as networkInput and the loader give them -> float (B, 3, H, W) in [0, 1] on device (the
+    network's input). (Targets stay where the loader put them: the loss pads them on the host and copies them.)"""
+    images = images.to(device, non_blocking=True)
+    if channelsLast:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images.float().div_(255)
 
 
 def _offset(boxesXyxy, pad):

@@ -13,7 +13,7 @@ ENTITY are refused before parsing, so no entity is ever expanded (no "billion la
 """
 import xml.etree.ElementTree as ElementTree
 
-from misc.misc import MarsError
+from misc.errors import MarsError
 
 _FORBIDDEN = (b"<!doctype", b"<!entity")
 

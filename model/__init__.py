@@ -8,3 +8,19 @@ Glossary used in every docstring:
     regMax  DFL bins per box side (16)
     w, r, n width multiple, last-stage ratio, bottlenecks of the phase
 """
+from misc.errors import MarsError
+from model.base.yolomodel import YoloModel
+from model.distillation.studentmodel import YoloStudentModel
+
+MODELS = {"base": YoloModel, "distillation": YoloStudentModel}  # mcfg.modelName -> model class
+
+
+def makeModel(mcfg):
+    """mcfg.modelName's model ("base": YoloModel, "distillation": YoloStudentModel), from mcfg.checkpointModelFile
+    when it names one."""
+    if mcfg.modelName not in MODELS:
+        raise MarsError("mcfg.modelName={!r} is unknown; models: {}".format(mcfg.modelName, ", ".join(MODELS)))
+    model = MODELS[mcfg.modelName](mcfg)
+    if mcfg.checkpointModelFile:
+        model.load(mcfg.checkpointModelFile)
+    return model

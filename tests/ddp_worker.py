@@ -20,9 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from engine.trainer.base import BaseTrainer, TrainingInterrupted  # noqa: E402
+from engine.signals import TrainingInterrupted  # noqa: E402
+from engine.trainer import Trainer  # noqa: E402
 from misc.dist import initDistributed, rank  # noqa: E402
-from misc.misc import seedEverything  # noqa: E402
+from misc.seed import seedEverything  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
 from tests.conftest import makeConfig  # noqa: E402
 from train.loss import DetectionLoss  # noqa: E402
@@ -75,12 +76,12 @@ def main():
                       mosaic=1.0 if args.augment else 0.0, closeMosaicEpochs=1, epochValidation=False,
                       warmupEpochs=0.0, maxEpoch=args.epochs, deterministic=True, root=args.runRoot, user="u",
                       cfgname="ddp", evalEveryEpochs=1 if args.slow_validation else 0)
-    mcfg.device = initDistributed(mcfg.device)
+    mcfg = mcfg.copy(device=initDistributed(mcfg.device))
     seedEverything(mcfg.seed)
     model = YoloModel(mcfg)
     torch.save(model.state_dict(), os.path.join(args.outDir, "initial{}.pt".format(rank())))
     evaluator = SlowEvaluator(args.slow_validation) if args.slow_validation else None
-    trainer = BaseTrainer(mcfg, model, DetectionLoss, evaluator)
+    trainer = Trainer(mcfg, model, DetectionLoss, evaluator)
     seen = recordSamples(trainer)
     try:
         trainer.run()

@@ -114,7 +114,7 @@ KNOWN_CFG = "c1.nano.full.cpu.size@64"  # network input 64 x 64: the stride-32 l
 KNOWN_STRIDE, KNOWN_SIZE = 32, 64
 KNOWN_DIST = (0.5, 0.25, 0.5, 0.25)  # left, top, right, bottom in stride units: 32 x 16 input-pixel boxes
 KNOWN_LOGITS = {"A3": 4.0, "A5": 2.0, "A7": -2.0}  # stride-32 class logits; every other class and level: -20
-PAINT_SCORE = 0.25  # mcfg.paintScoreThreshold: A7 (sigmoid(-2) = 0.12) is evaluated but not in detections.json
+PAINT_SCORE = 0.25  # mcfg.reportScoreThreshold: A7 (sigmoid(-2) = 0.12) is evaluated but not in detections.json
 
 
 def knownModel(mcfg):
@@ -190,8 +190,8 @@ EVAL_SHAPES = [(128, 128), (70, 128), (32, 32)]  # (h, w): shrunk 1/2; shrunk 1/
 def knownRun(tmp_path_factory):
     """Data sets `exact` and `missed` (EVAL_SHAPES) and a run root whose c1.nano.full.cpu.size@64 run has the known
     model as its best weights, saved where the trainer saves them (no training)."""
-    from engine.trainer.base import BEST_FILE
-    from factory.configfactory import makeConfig
+    from cfgops import makeConfig
+    from engine.checkpoint import BEST_FILE
 
     base = tmp_path_factory.mktemp("known")
     data = {"exact": writeKnownSet(base / "exact", EVAL_SHAPES),
@@ -200,7 +200,7 @@ def knownRun(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MARS_DATA", str(data["exact"]))
         mcfg = makeConfig(KNOWN_CFG, root, "tester")
-    assert mcfg.paintScoreThreshold == PAINT_SCORE and mcfg.scoreThreshold > 1 / (1 + math.exp(20))
+    assert mcfg.reportScoreThreshold == PAINT_SCORE and mcfg.scoreThreshold > 1 / (1 + math.exp(20))
     os.makedirs(mcfg.cacheDir())
     knownModel(mcfg).save(os.path.join(mcfg.cacheDir(), BEST_FILE))
     return root, data
@@ -210,7 +210,7 @@ def test_known_model_predicts_exact_boxes_through_the_cli(knownRun, tmp_path):
     """`-predict` on images twice the input size, wide (pad top) and tall (pad left), none of them 64 x 64: every
     detection in detections.json is the known model's (see knownModel, knownDetections) in original-image pixels,
     to 0.5 px: the letterbox scale and pad are undone and the boxes clipped; A7 (score 0.12) stays out (score >=
-    paintScoreThreshold); each image is painted at its own size."""
+    reportScoreThreshold); each image is painted at its own size."""
     root, data = knownRun
     shapes = {"p0": (128, 128), "p1": (88, 160), "p2": (160, 88)}  # p1: scale 0.4, 35 rows, pad top 14 of 29
     folder = tmp_path / "new"
@@ -248,8 +248,8 @@ def test_known_model_evaluates_to_a_known_map_through_the_cli(knownRun, monkeypa
     its detections (images shrunk, padded and enlarged by the letterbox): the printed mAP50= mAP50-95= line is the
     value worked out by hand and the evaluator's own value."""
     from engine.evaluator import Evaluator
-    from engine.trainer.base import BEST_FILE
-    from factory.configfactory import makeConfig
+    from cfgops import makeConfig
+    from engine.checkpoint import BEST_FILE
     from model.base.yolomodel import YoloModel
 
     root, data = knownRun
@@ -259,7 +259,7 @@ def test_known_model_evaluates_to_a_known_map_through_the_cli(knownRun, monkeypa
     assert mAP50 == pytest.approx(expectedMap50, abs=5e-4) and mAP5095 == pytest.approx(expectedMap5095, abs=5e-4)
     monkeypatch.setenv("MARS_DATA", str(data[dataSet]))
     mcfg = makeConfig(KNOWN_CFG, root, "tester")
-    mcfg.dcore = 0
+    mcfg = mcfg.copy(dcore=0)
     expected = Evaluator(mcfg).evaluate(YoloModel(mcfg).load(os.path.join(mcfg.cacheDir(), BEST_FILE)), "test")
     assert mAP50 == pytest.approx(expected["mAP50"], abs=5e-4)
     assert mAP5095 == pytest.approx(expected["mAP5095"], abs=5e-4)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dl.vocdataset import VocDataset
-from engine.engine import predict
+from engine.modes import predict
 from engine.evaluator import Evaluator
-from engine.trainer.base import BaseTrainer
+from engine.trainer import Trainer
 from inference.painter import FP_COLOR, GT_COLOR, TP_COLOR, paintImage
 from misc.img import imreadBgr, networkInput
 from model.base.yolomodel import YoloModel
@@ -119,7 +119,7 @@ def test_class_depends_on_colour_through_predict_and_painting(tmp_path):
                       validationSplitName="train", testSplitName="train", dcore=0, batchSize=8, augment=True,
                       epochValidation=False, evalEveryEpochs=0, warmupEpochs=0.0, maxEpoch=30, baseLearningRate=0.02,
                       minLearningRate=0.002, root=str(tmp_path / "runs"), user="u", cfgname="colour")
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.run()
 
     folder = tmp_path / "new"

@@ -9,8 +9,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from engine.trainer.base import BaseTrainer, autocastDtype, setDeterminism
-from misc.misc import MarsError
+from engine.device import autocastDtype, setDeterminism
+from engine.trainer import Trainer
+from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from model.distillation.studentmodel import YoloStudentModel
 from tests.conftest import makeConfig
@@ -54,7 +55,7 @@ def nanGradientTrainer(root, nanSteps, initialScale):
     """A CPU trainer with an enabled grad scaler (as fp16 on CUDA) whose first nanSteps backward passes give one
     parameter a NaN gradient under a finite loss. 12 steps per epoch; mcfg.maxNonFiniteSteps = 3."""
     mcfg = tinyConfig(root, repeat=12, maxEpoch=1, maxNonFiniteSteps=3)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=initialScale)
     calls = []
     parameter = next(trainer.model.parameters())
@@ -86,9 +87,9 @@ def test_a_checkpoint_without_scaler_state_resumes_with_a_scaler(tmp_path):
     """A run saved on the CPU (its disabled scaler saves {}) resumed where fp16 enables the scaler (a CUDA card): the
     scaler starts afresh instead of refusing the checkpoint."""
     mcfg = tinyConfig(tmp_path, maxEpoch=1)
-    BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
-    mcfg.maxEpoch = 2
-    resumed = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    Trainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+    mcfg = mcfg.copy(maxEpoch=2)
+    resumed = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     resumed.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     resumed.resume()
     assert resumed.startEpoch == 1 and resumed.scaler.get_scale() == 1024.0

@@ -8,7 +8,7 @@ import torch
 
 from config.mconfig import ModelConfig
 from dl.vocdataset import VocDataset, collate, makeDataLoader
-from misc.misc import MarsError
+from misc.errors import MarsError
 from misc.xml import readVocXml
 
 
@@ -176,7 +176,7 @@ def test_dataLoaderReproducible(tmp_path):
     mcfg = makeConfig(root, {"train": stems})
     runs = []
     for dcore in (0, 0, 1, 1):
-        mcfg.dcore = dcore
+        mcfg = mcfg.copy(dcore=dcore)
         loader = makeDataLoader(mcfg, "train", train=True)
         runs.append([(targets, [m["index"] for m in metas]) for _, targets, metas in loader])
         assert sum(len(idx) for _, idx in runs[-1]) == 6

@@ -11,7 +11,7 @@ from demo.hard import ALPHA_MIN, HARD_VERSION, drawHardImage
 from demo.shapes import NUM_CLASSES, ClassDeck, aircraftParts, classNames
 from demo.writer import MARKER, chooseSmallSplit, configureDemoData, ensureDemoData, generateDemoData
 from dl.vocdataset import VocDataset, readSplitFile
-from misc.misc import MarsError
+from misc.errors import MarsError
 from misc.xml import readVocXml
 
 TINY = dict(numTrain=8, numValidation=2, numTest=2, numSmall=3, imageSize=96)
@@ -230,7 +230,7 @@ def test_hardGenerationIsDeterministic(hardData, tmp_path):
 def test_hardConfigTagsCombine(tmp_path, monkeypatch):
     """demo.<phase>.hard[.teacher|.distillation[.ld]] choose the hard data (sizes, image sides, input 320) and the
     distillation starts from demo.nano.hard.teacher; the easy tags stay as they were. No data is generated here."""
-    from factory import configfactory
+    import cfgops as configfactory
 
     calls = []
     monkeypatch.setattr(configfactory, "ensureDemoData", lambda root, seed, *sizes, **kw: calls.append((sizes, kw)) or root)

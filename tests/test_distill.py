@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from cfgops import c1, demo
 from config.mconfig import DISTIL_FEATURES
-from engine.trainer.base import BaseTrainer
-from factory.configfactory import makeConfig as makeNamedConfig
-from misc.misc import MarsError
+from cfgops import makeConfig as makeNamedConfig
+from engine.trainer import Trainer
+from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from model.distillation.studentmodel import FEATURE_NAMES, YoloStudentModel
 from model.distillation.teachermodel import YoloTeacherModel
@@ -312,9 +312,7 @@ def test_student_state_ema_and_device_moves(teacherFile):
 
 
 def methodConfig(mcfg, method):
-    mcfg = copy.copy(mcfg)
-    mcfg.distilMethod = method
-    return mcfg.finalize()
+    return mcfg.copy(distilMethod=method)
 
 
 def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(tmp_path):
@@ -328,7 +326,7 @@ def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(t
                       checkpointModelFile=teacherPath, teacherClassIndexes=[0], backboneFreezeEpochs=[0],
                       distilSchedule="cosine")
     student = makeStudent(mcfg)
-    trainer = BaseTrainer(mcfg, student, DistillationDetectionLoss)
+    trainer = Trainer(mcfg, student, DistillationDetectionLoss)
     trainer.run()
     assert len(trainer.history) == 2
     assert trainer.loss.scale == pytest.approx(0.5)  # the trainer told the loss its last epoch (1 of 2)

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import mars
-from engine.engine import predict
+from engine.modes import predict
 from engine.inspection import inspect
 from engine.inspectmaps import cwdMaps, ldMaps
-from engine.trainer.base import BEST_FILE, imagesToDevice
+from engine.checkpoint import BEST_FILE
+from misc.img import imagesToDevice
 from inference.predictor import decodeOutputs
 from misc.img import imreadBgr, networkInput
-from misc.misc import MarsError
+from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
 from tests.helpers import writeVocSet

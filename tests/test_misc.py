@@ -1,10 +1,10 @@
-"""misc/misc.py: files written atomically get the usual permissions (0666 less the umask), not mkstemp's 0600."""
+"""misc/files.py: files written atomically get the usual permissions (0666 less the umask), not mkstemp's 0600."""
 import os
 import stat
 
 import pytest
 
-from misc.misc import atomicTorchSave, atomicWrite, currentUmask
+from misc.files import atomicTorchSave, atomicWrite, currentUmask
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])

@@ -12,9 +12,8 @@ SHAPES_640 = {  # phase -> (feat0..feat3 channels) from the spec: 128w, 256w, 51
 
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_shapes_at_640_every_phase(phase):
-    mcfg = makeConfig(phase, nc=20, inputShape=(640, 640))
+    mcfg = makeConfig(phase, nc=20, inputShape=(640, 640), device="meta")
     with torch.device("meta"):  # shapes only: no memory, no compute
-        mcfg.device = "meta"
         model = YoloModel(mcfg)
         out, feats, neckFeats = model.forwardFeatures(torch.zeros(2, 3, 640, 640))
     c0, c1, c2, c3 = SHAPES_640[phase]
@@ -66,7 +65,7 @@ def test_freeze_backbone_changes_nothing_then_unfreeze_changes():
 
 
 def test_save_load_round_trip_and_wrong_phase(tmp_path):
-    from misc.misc import MarsError
+    from misc.errors import MarsError
     model = YoloModel(makeConfig("nano", nc=4))
     path = str(tmp_path / "w.pth")
     model.save(path)
@@ -85,6 +84,6 @@ def test_pretrained_backbone_url(tmp_path):
     torch.save({k: v for k, v in src.state_dict().items() if k.startswith("backbone.")}, path)
     model = YoloModel(makeConfig("nano", nc=7, pretrainedBackboneUrl="file://" + str(path)))
     assert torch.equal(model.backbone.stem.conv.weight, src.backbone.stem.conv.weight)
-    from misc.misc import MarsError
+    from misc.errors import MarsError
     with pytest.raises(MarsError, match=r"pretrainedBackboneUrl.*expected|expected.*"):
         YoloModel(makeConfig("small", nc=7, pretrainedBackboneUrl=str(path)))

@@ -159,7 +159,7 @@ def test_assigner_equals_reference():
 
 
 def test_infer_phase_rejects_unknown_widths():
-    from misc.misc import MarsError
+    from misc.errors import MarsError
     sd = convertStateDict(referenceModel("nano", 3).state_dict())[0]
     assert "head.clsBranches.0.2.weight" in sd
     bad = referenceModel("nano", 3).state_dict()

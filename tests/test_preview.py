@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dl.vocdataset import makeDataLoader
-from inference.preview import GAP, classColor, writeBatchPreview
+from engine.preview import GAP, classColor, writeBatchPreview
 from tests.conftest import makeConfig
 from tests.helpers import writeVocSet
 

@@ -11,8 +11,9 @@ from cfgops import c1, demo
 from config.tags import pretrainedBackbonePath
 from dl.aug import augmentSample, mosaicCanvas
 from dl.vocdataset import VocDataset, makeDataLoader
-from engine.trainer.base import BEST_FILE, BaseTrainer, fitness
-from misc.misc import MarsError
+from engine.checkpoint import BEST_FILE
+from engine.trainer import Trainer, fitness
+from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
 from tests.test_aug import COLORS, coloredRectangles, meanColorInside, ringColor
@@ -150,7 +151,7 @@ def test_mosaicDatasetRespectsClassSelectionAndIsReproducible(tmp_path):
 
 def test_mosaicClosesForTheLastEpochs(tmp_path):
     mcfg = tinyConfig(tmp_path, maxEpoch=3, augment=True, mosaic=1.0, closeMosaicEpochs=1)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     seen = []
     trainer.trainEpoch = lambda epoch, frozen: (seen.append(trainer.trainLoader.dataset.mosaic) or ([0.0] * 3, 0.0, 0.0))
     trainer.run()
@@ -203,7 +204,7 @@ class ScriptedEvaluator(object):
 def test_bestCheckpointIsTheEpochOfHighestFitness(tmp_path):
     mcfg = tinyConfig(tmp_path, maxEpoch=3, evalEveryEpochs=1, epochValidation=True)
     evaluator = ScriptedEvaluator([0.2, 0.5, 0.3])
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss, evaluator)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss, evaluator)
     trainer.run()
     best = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), weights_only=True)
     assert all(torch.equal(best[k], evaluator.seen[1][k]) for k in best)  # epoch 2, not the last one
@@ -217,7 +218,7 @@ def test_bestCheckpointIsTheEpochOfHighestFitness(tmp_path):
 def test_epochsWithoutMeasurementKeepTheBest(tmp_path):
     mcfg = tinyConfig(tmp_path, maxEpoch=5, evalEveryEpochs=2)
     evaluator = ScriptedEvaluator([0.4, 0.1, 0.2])  # measured after epochs 2, 4 and 5 (the last epoch always)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss, evaluator)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss, evaluator)
     trainer.run()
     best = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), weights_only=True)
     assert all(torch.equal(best[k], evaluator.seen[0][k]) for k in best)
@@ -232,15 +233,15 @@ def test_fitnessWeights():
 
 
 def test_pretrainedTagPointsAtResourcesAndSaysHowToMakeTheFile(tmp_path):
-    from factory.configfactory import makeConfig as makeNamedConfig
+    from cfgops import makeConfig as makeNamedConfig
     mcfg = makeNamedConfig("demo.nano.tiny.pretrained", str(tmp_path), "u")
     assert mcfg.pretrainedBackboneUrl == pretrainedBackbonePath("nano")
     assert mcfg.pretrainedBackboneUrl.endswith(os.path.join("resources", "pretrained", "backbone", "backbone_nano.pth"))
     assert mcfg.backboneFreezeEpochs == [0, 1, 2]
-    mcfg.pretrainedBackboneUrl = str(tmp_path / "missing" / "backbone_nano.pth")
+    mcfg = mcfg.copy(pretrainedBackboneUrl=str(tmp_path / "missing" / "backbone_nano.pth"))
     with pytest.raises(MarsError, match=r"tools/convert\.py yolov8n\.pt .*missing/backbone_nano\.pth --backbone-only"):
         YoloModel(mcfg)
-    mcfg.pretrainedBackboneUrl = str(tmp_path / "backbone_nano.pth")
+    mcfg = mcfg.copy(pretrainedBackboneUrl=str(tmp_path / "backbone_nano.pth"))
     torch.save({k: v for k, v in YoloModel(makeConfig("nano", nc=20)).state_dict().items() if k.startswith("backbone.")},
                mcfg.pretrainedBackboneUrl)
     model = YoloModel(mcfg)
@@ -254,9 +255,9 @@ def test_pretrainedTagPointsAtResourcesAndSaysHowToMakeTheFile(tmp_path):
 def test_skippedStepRestoresBatchNormStatistics(tmp_path, monkeypatch):
     """A NaN batch: the forward poisons every BatchNorm running mean/var, the step is skipped on the device, and the
     statistics from before the step are put back (bitwise); a finite step after it moves them as usual."""
-    import engine.trainer.base as base
+    import engine.trainer as base
     mcfg = tinyConfig(tmp_path, maxEpoch=1)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.model.train()
     images, targets, _ = next(iter(trainer.trainLoader))
     norms = {k: v.clone() for k, v in trainer.model.state_dict().items() if "running" in k or "num_batches" in k}
@@ -278,7 +279,7 @@ def test_skippedStepRestoresBatchNormStatistics(tmp_path, monkeypatch):
 @pytest.mark.parametrize("previews", [0, 1, 2])
 def test_trainerWritesTheBatchPreview(tmp_path, previews):
     mcfg = tinyConfig(tmp_path, maxEpoch=1, previewBatches=previews)  # one batch an epoch
-    BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+    Trainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
     written = sorted(f for f in os.listdir(mcfg.runDir()) if f.startswith("train_batch"))
     assert written == (["train_batch.jpg"] if previews else [])
     assert cv2.imread(os.path.join(mcfg.runDir(), written[0])) is not None if written else True
@@ -287,7 +288,7 @@ def test_trainerWritesTheBatchPreview(tmp_path, previews):
 @pytest.mark.parametrize("validation", [False, True])
 def test_withoutEvaluatorTheBestIsByValidationLossOrTheLastEpoch(tmp_path, validation):
     mcfg = tinyConfig(tmp_path, maxEpoch=2, evalEveryEpochs=1, epochValidation=validation)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)  # no evaluator: nothing measures mAP
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)  # no evaluator: nothing measures mAP
     trainer.run()
     assert os.path.isfile(os.path.join(mcfg.cacheDir(), BEST_FILE))
     assert (trainer.bestMetric is not None) == validation

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mars
-from misc.misc import MarsError, safeTorchLoad
+from misc.errors import MarsError
+from misc.files import safeTorchLoad
 from tests.helpers import writeVocSet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,8 @@ def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     """In-process: SIGTERM (test hook) after global step 5 of 2 epochs x 4 steps; a new trainer's resume() holds exactly
     the checkpoint's (and the interrupted trainer's) model, EMA, EMA count, optimizer state and position;
     continuing it gives bitwise the uninterrupted run."""
-    from engine.trainer.base import BaseTrainer, TrainingInterrupted
+    from engine.signals import TrainingInterrupted
+    from engine.trainer import Trainer
     from model.base.yolomodel import YoloModel
     from tests.test_train import tinyConfig
     from train.loss import DetectionLoss
@@ -128,7 +130,7 @@ def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     def trainer(root):
         mcfg = tinyConfig(root, repeat=4, maxEpoch=2, deterministic=True, warmupEpochs=1.0)
         torch.manual_seed(0)
-        return BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+        return Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     monkeypatch.setenv("MARS_TEST_FAULT", "SIGTERM@5")
     interrupted = trainer(tmp_path / "a")
     with pytest.raises(TrainingInterrupted):
@@ -258,7 +260,7 @@ def test_input_shape_not_multiple_of_32():
 
 
 def test_non_finite_loss_is_skipped_then_stops(tmp_path):
-    from engine.trainer.base import BaseTrainer
+    from engine.trainer import Trainer
     from model.base.yolomodel import YoloModel
     from tests.test_train import tinyConfig
     from train.loss import DetectionLoss
@@ -271,7 +273,7 @@ def test_non_finite_loss_is_skipped_then_stops(tmp_path):
     model = YoloModel(mcfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(MarsError, match="maxNonFiniteSteps"):
-        BaseTrainer(mcfg, model, NanLoss).run()
+        Trainer(mcfg, model, NanLoss).run()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if v.is_floating_point()
                and "running" not in k)  # no optimizer step was taken
     assert not os.path.exists(os.path.join(mcfg.cacheDir(), "last_epoch_weights.pth"))

@@ -102,7 +102,7 @@ def test_epoch_batches_do_not_depend_on_workers_reuse_rebuild_or_start(tmp_path)
     mcfg = augmentedConfig(tmp_path)
     runs = {}
     for dcore in (0, 1, 2):
-        mcfg.dcore = dcore
+        mcfg = mcfg.copy(dcore=dcore)
         loader = makeDataLoader(mcfg, "train", train=True)
         runs[dcore] = [epochBatches(loader, e) for e in (0, 1, 0)]
         rebuilt = makeDataLoader(mcfg, "train", train=True, dataset=loader.dataset)

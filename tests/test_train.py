@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.evaluator import Evaluator
-from engine.trainer.base import BaseTrainer
+from engine.trainer import Trainer
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
 from tests.helpers import writeVocSet
@@ -34,7 +34,7 @@ def test_overfits_four_images(tmp_path):
     torch.manual_seed(0)
     mcfg = tinyConfig(tmp_path, repeat=25, maxEpoch=12, baseLearningRate=0.02, minLearningRate=0.002)
     model = YoloModel(mcfg)
-    trainer = BaseTrainer(mcfg, model, DetectionLoss)
+    trainer = Trainer(mcfg, model, DetectionLoss)
     trainer.run()
     result = Evaluator(mcfg).evaluate(trainer.ema.module, "train")
     assert result["mAP50"] >= 0.9, result["mAP50"]
@@ -45,11 +45,11 @@ def test_overfits_four_images(tmp_path):
 
 def test_resume_continues_at_next_epoch(tmp_path):
     mcfg = tinyConfig(tmp_path, maxEpoch=1)
-    BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+    Trainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
     cache = mcfg.cacheDir()
     assert sorted(os.listdir(cache)) == ["best_weights.pth", "info.txt", "last_epoch_weights.pth"]
-    mcfg.maxEpoch = 2  # the run is started again with more epochs to go
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    mcfg = mcfg.copy(maxEpoch=2)  # the run is started again with more epochs to go
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.run()
     assert [row["epoch"] for row in trainer.history] == [1, 2]
     assert torch.load(os.path.join(cache, "last_epoch_weights.pth"), weights_only=True)["epoch"] == 2
@@ -58,12 +58,12 @@ def test_resume_continues_at_next_epoch(tmp_path):
 
 
 def test_train_step_reads_nothing_on_the_host(tmp_path, monkeypatch):
-    """BaseTrainer.trainStep with the dense loss (the accelerator path) never turns a tensor into a Python value: on
+    """Trainer.trainStep with the dense loss (the accelerator path) never turns a tensor into a Python value: on
     CUDA each such read would wait for the GPU. The reads are counted by patching Tensor's conversions (except in
     targetsToPadded, which reads the loader's CPU targets before they go to the device); a step with a non-finite
     loss is skipped without a read too. (The loss alone also runs on the meta device: test_loss.py.)"""
     mcfg = tinyConfig(tmp_path, maxEpoch=1)
-    trainer = BaseTrainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
     trainer.loss.dense = True
     trainer.model.train()
     images, targets, _ = next(iter(trainer.trainLoader))
@@ -103,7 +103,7 @@ def test_backbone_freezing_in_the_trainer(tmp_path):
     mcfg = tinyConfig(tmp_path, repeat=2, maxEpoch=2, backboneFreezeEpochs=[0])  # 2 steps of 4 images per epoch
     model = YoloModel(mcfg)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = BaseTrainer(mcfg, model, DetectionLoss)
+    trainer = Trainer(mcfg, model, DetectionLoss)
     snapshots = []
     saveEpoch = trainer.saveEpoch
 

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config.mconfig import PHASES  # noqa: E402
-from misc.misc import MarsError, atomicTorchSave  # noqa: E402
+from misc.errors import MarsError  # noqa: E402
+from misc.files import atomicTorchSave  # noqa: E402
 
 # Ultralytics yolov8.yaml layer index -> Mars module path (layers 10, 11, 13, 14, 17, 20 are Upsample/Concat)
 LAYER_MAP = {

@@ -21,7 +21,7 @@ def makeOptimizer(mcfg, model, totalBatchSize=None):
     """SGD (nesterov) or AdamW over the three groups; weight decay is mcfg.optimizerWeightDecay per 64 images,
     scaled to the images of one step (mcfg.batchSize x ranks) because the loss is summed over the batch.
     Every group records its 'kind'. Fused: one kernel per step, and it skips the update on the device when the trainer
-    sets optimizer.found_inf (a non-finite step) -- see engine/trainer/base.py."""
+    sets optimizer.found_inf (a non-finite step) -- see engine/trainer.py."""
     convWeights, normWeights, biases = parameterGroups(model)
     decay = mcfg.optimizerWeightDecay * (totalBatchSize or mcfg.batchSize) / 64
     groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),

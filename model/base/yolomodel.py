@@ -2,7 +2,8 @@
 import torch
 import torch.nn as nn
 
-from misc.misc import MarsError, atomicTorchSave, safeTorchLoad, urlToPath
+from misc.errors import MarsError
+from misc.files import atomicTorchSave, safeTorchLoad, urlToPath
 from model.base.backbone import Backbone
 from model.base.head import DetectHead
 from model.base.neck import Neck

@@ -26,7 +26,7 @@ class TeacherHandle(object):
 
 class YoloStudentModel(YoloModel):
     """The student of a distillation run, built like YoloModel(mcfg) (its weights are set from
-    mcfg.checkpointModelFile by the model factory), with a YoloTeacherModel loaded from mcfg.teacherModelFile.
+    mcfg.checkpointModelFile by model.makeModel), with a YoloTeacherModel loaded from mcfg.teacherModelFile.
 
     forward, eval mode: (B, 3, H, W) -> [P3, P4, P5] (B, 4*regMax + nc, Hi, Wi), exactly as YoloModel, so
         validation, evaluation and prediction use the student alone.

@@ -1,9 +1,8 @@
 """YoloTeacherModel: a frozen YoloModel loaded from mcfg.teacherModelFile, used only to teach a student."""
-import copy
 
 import torch
 
-from misc.misc import MarsError
+from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 
 
@@ -20,9 +19,7 @@ class YoloTeacherModel(YoloModel):
         if not mcfg.teacherModelFile:
             raise MarsError("mcfg.modelName={!r} needs mcfg.teacherModelFile (the teacher run's best_weights.pth)".format(
                 mcfg.modelName))
-        teacherCfg = copy.copy(mcfg)
-        teacherCfg.pretrainedBackboneUrl = None  # every tensor comes from the teacher file
-        super().__init__(teacherCfg)
+        super().__init__(mcfg.copy(pretrainedBackboneUrl=None))  # every tensor comes from the teacher file
         try:
             self.load(mcfg.teacherModelFile)
         except MarsError as e:

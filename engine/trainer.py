@@ -17,60 +17,28 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
+from engine.checkpoint import Checkpointer
 from engine.curves import writeCurves, writeHistoryCsv
-from inference.preview import writeBatchPreview
+from engine.device import autocastDtype, setDeterminism
+from engine.evaluator import Evaluator
+from engine.preview import writeBatchPreview
+from engine.signals import TrainingInterrupted, testFault
 from misc.dist import allTrue, anyRank, isMain, mainWaiter, rank, worldSize
+from misc.errors import MarsError
+from misc.img import imagesToDevice
 from misc.log import log, warn
-from misc.misc import MarsError, atomicTorchSave, atomicWrite, safeTorchLoad, seedEverything
+from misc.seed import seedEverything
+from train.distilloss import DistillationDetectionLoss
 from train.ema import ModelEma
+from train.loss import DetectionLoss
 from train.opt import makeOptimizer
 from train.sched import LearningRateSchedule
 
-LAST_FILE, BEST_FILE, INFO_FILE = "last_epoch_weights.pth", "best_weights.pth", "info.txt"
 FITNESS_WEIGHTS = (0.1, 0.9)  # best checkpoint: 0.1 * COCO AP50 + 0.9 * AP50:95 on the validation split (as Ultralytics)
+LOSSES = {"base": DetectionLoss, "distillation": DistillationDetectionLoss}  # mcfg.modelName -> loss
 SKIP_BEST = "skip"  # saveState's metric for an epoch without a measurement
 LOG_EVERY = 10  # steps between progress-bar reads of the loss (each read waits for the device)
 CURVES_EVERY = 10.0  # seconds: curves.png is redrawn after an epoch at most this often, and after the last epoch
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT / SIGTERM arrived; the state was saved. exitCode = 128 + signal number."""
-
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.exitCode = 128 + signum
-
-
-def imagesToDevice(images, device, channelsLast=False):
-    """uint8 (B, 3, H, W) -> float (B, 3, H, W) in [0, 1] on device. (Targets stay where the loader put them: the
-    loss pads them on the host and copies them itself.)"""
-    images = images.to(device, non_blocking=True)
-    if channelsLast:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images.float().div_(255)
-
-
-def autocastDtype(device, amp):
-    """The autocast dtype of mcfg.amp on this device: None (float32) on the CPU or without amp; on CUDA bfloat16
-    where the card computes it natively (compute capability 8.0 and newer: A100, RTX 30xx, H100; every ROCm card),
-    else float16 with a grad scaler (T4, V100: bf16 there is emulated, without bf16 convolutions)."""
-    if device.type != "cuda" or not amp:
-        return None
-    native = bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
-    return torch.bfloat16 if native else torch.float16
-
-
-def setDeterminism(deterministic, deviceType):
-    """mcfg.deterministic: torch's deterministic algorithms. On CUDA, cuBLAS needs CUBLAS_WORKSPACE_CONFIG for that (set
-    here unless the user set it; before the first matmul), and an op without a deterministic CUDA kernel warns
-    instead of stopping the run. Without it, cuDNN may pick the fastest kernels (benchmark)."""
-    if deterministic:
-        if deviceType == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=deviceType == "cuda")
-        torch.backends.cudnn.benchmark = False
-    elif deviceType == "cuda":
-        torch.backends.cudnn.benchmark = True
 
 
 def fitness(result):
@@ -78,25 +46,21 @@ def fitness(result):
     return FITNESS_WEIGHTS[0] * result["mAP50Coco"] + FITNESS_WEIGHTS[1] * result["mAP5095"]
 
 
-def testFault():
-    """Test-only hook: MARS_TEST_FAULT='SIGNAL@STEP' (e.g. 'SIGKILL@7') makes the trainer send itself that signal
-    right after the optimizer step of that global step index (0-based, counted over epochs), so crash and resume
-    tests reach the same moment on any machine. Returns (signal number, step) or None when unset."""
-    value = os.environ.get("MARS_TEST_FAULT")
-    if not value:
-        return None
-    name, _, step = value.partition("@")
-    if not hasattr(signal, name) or not step.isdigit():
-        raise MarsError("MARS_TEST_FAULT={!r} must look like SIGTERM@7 (a test-only hook); unset it".format(value))
-    return int(getattr(signal, name)), int(step)
+class Trainer(object):
+    """Trains mcfg's model with lossFactory(mcfg, model) on mcfg.trainSplitName; evaluator (optional) measures mAP.
 
+    State: the model (DDP / compile wrapper in self.forward), its EMA, the optimizer, the grad scaler (fp16 only),
+    the learning-rate schedule, the training loader (its EpochBatchSampler says which samples an epoch holds), the
+    loss and the validation loss; the loop's position (startEpoch, and batchesDone / epochPosition / partialParts
+    inside an interrupted epoch), bestMetric and history (one results.csv row per epoch); the non-finite step counts
+    (self.skips, on the device); the checkpointer (engine/checkpoint.py).
 
-def finiteState(stateDict):
-    return all(torch.isfinite(v).all() for v in stateDict.values() if v.is_floating_point())
-
-
-class BaseTrainer(object):
-    """Trains mcfg's model with lossFactory(mcfg, model) on mcfg.trainSplitName; evaluator (optional) measures mAP."""
+    Order of calls: run() -> resume() -> per epoch runEpoch(): freeze or unfreeze the backbone, wrapModel(),
+    setMosaic(), seedEpoch(), trainEpoch() -> trainStep() per batch (report() every LOG_EVERY steps,
+    stopRequested() after each step: saveState() and TrainingInterrupted on a signal) -> on rank 0 endEpoch():
+    validate(), the evaluator's mAP when due, saveEpoch() (checkpoints, results.csv, curves.png) -> every rank
+    waits for rank 0 (waitForMain) before the next epoch.
+    """
 
     def __init__(self, mcfg, model, lossFactory, evaluator=None):
         self.mcfg, self.model, self.evaluator = mcfg, model, evaluator
@@ -121,7 +85,6 @@ class BaseTrainer(object):
         self.schedule = LearningRateSchedule(mcfg, len(self.trainLoader))
         self.ema = ModelEma(model, mcfg.emaDecay, mcfg.emaTau)
         self.forward, self.wrappedFrozen = model, None  # DDP wrapper, rebuilt when the frozen set changes
-        self.cacheDir = mcfg.cacheDir()
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
         self.batchesDone, self.epochPosition, self.partialParts = 0, 0, None  # where an interrupted epoch stopped
         self.stopSignal, self.lastCurves = None, 0.0
@@ -131,60 +94,43 @@ class BaseTrainer(object):
                             for b in m.buffers()]  # running mean / var / count: a skipped step puts them back
         self.normStash = [b.clone() for b in self.normBuffers]
         self.fault = testFault()
+        self.checkpointer = Checkpointer(mcfg, self.model, self.ema, self.optimizer, self.scaler)
         self.previewsLeft = mcfg.previewBatches if self.isMain else 0  # first batches drawn to <run>/train_batch*.jpg
 
     # --- checkpoints -----------------------------------------------------
+    def position(self, epochsDone, batchesDone=0, partialParts=None, epochPosition=0):
+        """Where the loop stands, as the checkpoint keeps it (engine/checkpoint.py)."""
+        return {"epoch": epochsDone, "batchesDone": batchesDone, "epochPosition": epochPosition,
+                "partialParts": partialParts, "worldSize": self.worldSize, "bestMetric": self.bestMetric,
+                "history": self.history}
+
     def checkpoint(self, epochsDone, batchesDone=0, partialParts=None, epochPosition=0):
-        """Everything a resume needs: weights, EMA, optimizer, scaler, position, best metric, history. No generator
-        state: an epoch's data are a function of (seed, epoch, position) (dl/sampler.py) and a step draws nothing
-        from the global generators, which seedEpoch seeds."""
-        return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "emaUpdates": self.ema.updates,
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epochsDone,
-                "batchesDone": batchesDone, "epochPosition": epochPosition, "worldSize": self.worldSize,
-                "partialParts": partialParts, "bestMetric": self.bestMetric, "history": self.history}
+        """The checkpoint dict of this position: everything a resume needs."""
+        return self.checkpointer.state(self.position(epochsDone, batchesDone, partialParts, epochPosition))
 
     def resume(self):
-        """Continue from __cache__/last_epoch_weights.pth unless mcfg.nobuf."""
-        path = os.path.join(self.cacheDir, LAST_FILE)
-        if self.mcfg.nobuf or not os.path.isfile(path):
+        """Continue from __cache__/last_epoch_weights.pth unless mcfg.nobuf (the checkpointer restores the model, EMA,
+        optimizer and scaler; the position is the loop's)."""
+        position = self.checkpointer.load()
+        if position is None:
             return
-        state = safeTorchLoad(path, "training checkpoint", "run with -nobuf to start over (it replaces the file)")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.ema.module.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state["scaler"]:  # empty when saved without fp16 (CPU, bf16): a new scaler then starts afresh
-                self.scaler.load_state_dict(state["scaler"])
-            self.ema.updates = state["emaUpdates"]
-            self.startEpoch, self.batchesDone = state["epoch"], state["batchesDone"]
-            self.partialParts, self.bestMetric, self.history = state["partialParts"], state["bestMetric"], list(state["history"])
-            self.epochPosition = state.get("epochPosition", self.batchesDone * self.mcfg.batchSize * self.worldSize)
-        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-            raise MarsError("checkpoint {} does not fit this run ({}); run with -nobuf to start over".format(
-                path, str(e).splitlines()[0])) from e
-        log("resuming from {} at epoch {}{}".format(path, self.startEpoch + 1,
-                                                  ", batch {}".format(self.batchesDone + 1) if self.batchesDone else ""))
-        savedWorld = state.get("worldSize", 1)
-        if self.batchesDone and savedWorld != self.worldSize:
+        self.startEpoch, self.batchesDone, self.epochPosition = (position[k] for k in ("epoch", "batchesDone",
+                                                                                     "epochPosition"))
+        self.partialParts, self.bestMetric = position["partialParts"], position["bestMetric"]
+        self.history = list(position["history"])
+        if self.batchesDone and position["worldSize"] != self.worldSize:
             log("the checkpoint was saved mid-epoch by {} rank(s), this run has {}: the epoch's remaining {} samples "
-                "are shared out among them".format(savedWorld, self.worldSize,
+                "are shared out among them".format(position["worldSize"], self.worldSize,
                                                    len(self.trainLoader.dataset) - self.epochPosition))
 
     def saveState(self, epochsDone, batchesDone=0, partialParts=None, metric=None, epochPosition=0):
         """Write last (full state) and, at an epoch end, best (EMA weights) when metric improved (metric None: every
         epoch is the best; SKIP_BEST: not measured this epoch, best stays), plus info.txt."""
-        if not finiteState(self.model.state_dict()) or not finiteState(self.ema.module.state_dict()):
-            raise MarsError("weights became non-finite at epoch {}; nothing was saved over the last good checkpoint. "
-                            "Lower mcfg.baseLearningRate".format(epochsDone + 1))
-        if batchesDone == 0 and metric is not SKIP_BEST and (metric is None or self.bestMetric is None or
-                                                              metric > self.bestMetric):
+        best = batchesDone == 0 and metric is not SKIP_BEST and (metric is None or self.bestMetric is None or
+                                                                  metric > self.bestMetric)
+        if best:
             self.bestMetric = metric
-            atomicTorchSave(self.ema.module.state_dict(), os.path.join(self.cacheDir, BEST_FILE))
-        atomicTorchSave(self.checkpoint(epochsDone, batchesDone, partialParts, epochPosition),
-                        os.path.join(self.cacheDir, LAST_FILE))
-        info = "cfgname={}\nphase={}\nnc={}\nepochsDone={}/{}\nbatchesDone={}\nbestMetric={}\n".format(
-            self.mcfg.cfgname, self.mcfg.phase, self.mcfg.nc, epochsDone, self.mcfg.maxEpoch, batchesDone, self.bestMetric)
-        atomicWrite(os.path.join(self.cacheDir, INFO_FILE), lambda f: f.write(info.encode()))
+        self.checkpointer.save(self.position(epochsDone, batchesDone, partialParts, epochPosition), best)
 
     def saveEpoch(self, epochsDone, metric):
         self.saveState(epochsDone, metric=metric)
@@ -219,11 +165,10 @@ class BaseTrainer(object):
         warn("{} received: finishing the current step, then saving".format(signal.Signals(signum).name))
 
     def run(self):
-        if self.isMain:
-            os.makedirs(self.cacheDir, exist_ok=True)
         self.resume()
         if self.startEpoch >= self.mcfg.maxEpoch:
-            log("training already finished ({} epochs in {}); use -nobuf to train again".format(self.mcfg.maxEpoch, self.cacheDir))
+            log("training already finished ({} epochs in {}); use -nobuf to train again".format(self.mcfg.maxEpoch,
+                                                                                           self.mcfg.cacheDir()))
             return
         previous = {s: signal.signal(s, self.onSignal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -319,7 +264,7 @@ class BaseTrainer(object):
                 bar.close()
                 log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
                     "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
-                                               os.path.join(self.cacheDir, LAST_FILE)))
+                                               self.checkpointer.lastPath))
                 raise TrainingInterrupted(self.stopSignal)
             waitStarted = time.perf_counter()
         return (total / max(1, numBatches)).tolist(), lr, dataSeconds
@@ -413,3 +358,8 @@ class BaseTrainer(object):
         parts = (total / max(1, count)).tolist()
         log("validation loss: box={:.4f} cls={:.4f} dfl={:.4f}".format(*parts))
         return parts
+
+
+def makeTrainer(mcfg, model):
+    """The trainer of mcfg.modelName's loss, with the evaluator that measures mAP after each epoch."""
+    return Trainer(mcfg, model, LOSSES[mcfg.modelName], Evaluator(mcfg))

@@ -1,13 +1,9 @@
-"""Small helpers shared across Mars (this module imports nothing of ours)."""
+"""Files written so that a crash never leaves a half file (temporary file, fsync, rename), torch files loaded safely
+(weights only), and file:// URLs."""
 import os
-import random
 import tempfile
 
-import numpy as np
-
-
-class MarsError(Exception):
-    """A user mistake (config, path, data, file): mars.py prints it as one `mars: error: ...` line."""
+from misc.errors import MarsError
 
 
 def currentUmask():
@@ -82,11 +78,3 @@ def safeTorchLoad(path, what="checkpoint", fix=""):
 def urlToPath(url):
     """'file:///a/b' or '/a/b' -> '/a/b'."""
     return url[len("file://"):] if url.startswith("file://") else url
-
-
-def seedEverything(seed):
-    """Seed Python's, NumPy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    import torch
-    torch.manual_seed(seed)

@@ -9,7 +9,7 @@ import os
 import cv2
 import numpy as np
 
-from misc.misc import atomicWrite
+from misc.files import atomicWrite
 
 MAX_SIDE = 1920  # pixels; a larger grid is scaled down (16 images of 640 px: 2560 -> 1920)
 GAP = 2  # pixels between tiles

@@ -1,4 +1,4 @@
-"""Modes of a run: train, eval, pipe (train then eval), predict, inspect, summary."""
+"""The modes of a run (mars.py's flags): train, eval, pipe (train then eval), predict, inspect, summary."""
 import json
 import os
 
@@ -6,28 +6,18 @@ import cv2
 import torch
 from tqdm import tqdm
 
+from engine.checkpoint import bestModel
 from engine.evaluator import Evaluator
 from engine.imagefiles import DecodedImages
-from engine.trainer.base import BEST_FILE, imagesToDevice
-from factory.modelfactory import makeModel
-from factory.trainerfactory import makeTrainer
+from engine.trainer import makeTrainer
 from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.dist import isMain
-from misc.img import boxesFromLetterbox, networkInput
+from misc.img import boxesFromLetterbox, imagesToDevice, networkInput
+from misc.files import atomicWrite
 from misc.log import addFileLog, log, setQuiet
-from misc.misc import MarsError, atomicWrite, seedEverything
-from model.base.yolomodel import YoloModel
-
-
-def bestModel(mcfg):
-    """The run's best (EMA) weights, for evaluation and prediction."""
-    path = os.path.join(mcfg.cacheDir(), BEST_FILE)
-    if not os.path.isfile(path):
-        raise MarsError("no trained weights at {}; train first: python mars.py -cfg {} -train -root {}".format(
-            path, mcfg.cfgname, mcfg.root))
-    mcfg.pretrainedBackboneUrl = None  # the trained weights replace any initialisation
-    return YoloModel(mcfg).load(path).eval()  # a distilled student is a plain YoloModel once trained
+from misc.seed import seedEverything
+from model import makeModel
 
 
 def train(mcfg):
@@ -41,7 +31,7 @@ def evaluate(mcfg):
 
 @torch.no_grad()
 def predict(mcfg, path):
-    """Painted images and detections.json (boxes in original-image pixels, score >= mcfg.paintScoreThreshold).
+    """Painted images and detections.json (boxes in original-image pixels, score >= mcfg.reportScoreThreshold).
     In a folder, an image that cannot be decoded is skipped (warned about, counted in the last line)."""
     images = DecodedImages(path, "-predict")
     predictor = Predictor(mcfg, bestModel(mcfg))
@@ -51,7 +41,7 @@ def predict(mcfg, path):
     for imagePath, imageBgr in tqdm(images, desc="predicting", dynamic_ncols=True):
         image, scale, pad = networkInput(imageBgr, mcfg.inputShape)  # uint8 (3, h, w) RGB, letterboxed
         det = predictor(imagesToDevice(image[None], mcfg.device))[0].cpu()
-        det = det[det[:, 4] >= mcfg.paintScoreThreshold]
+        det = det[det[:, 4] >= mcfg.reportScoreThreshold]
         boxes = boxesFromLetterbox(det[:, :4], scale, pad, imageBgr.shape[:2])
         rows = torch.cat([det[:, 5:6], det[:, 4:5], boxes], 1).numpy()
         stem = os.path.splitext(os.path.basename(imagePath))[0]
