@@ -35,7 +35,6 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-PHASE_LETTER = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}
 
 ULTRALYTICS_TRAIN = """
 import json, sys
@@ -89,7 +88,8 @@ def marsRun(args, cfgname, root):
 
 def ultralyticsArgs(mcfg, args, data, project, recipe):
     """Ultralytics train() arguments: the shared settings, plus Mars's recipe where Ultralytics has the knob."""
-    train = dict(model="yolov8{}.yaml".format(PHASE_LETTER[mcfg.phase]), data=data, epochs=mcfg.maxEpoch,
+    from config.mconfig import PHASE_LETTERS
+    train = dict(model="yolov8{}.yaml".format(PHASE_LETTERS[mcfg.phase]), data=data, epochs=mcfg.maxEpoch,
                  imgsz=mcfg.inputShape[0], batch=mcfg.batchSize, seed=mcfg.seed, device="cpu", plots=False,
                  project=project, name=recipe, exist_ok=True, pretrained=False, amp=False, verbose=False, val=True)
     if recipe == "mars":

@@ -13,6 +13,7 @@ PHASES = {
     "large": (1.0, 1.0, 3),
     "extended": (1.25, 1.0, 3),
 }
+PHASE_LETTERS = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}  # Ultralytics' yolov8<letter>
 OPTIMIZERS = ("SGD", "ADAMW")
 SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py

@@ -16,7 +16,7 @@ from cfgops import makeConfig as makeNamedConfig
 from engine.trainer import Trainer
 from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
-from model.distillation.studentmodel import FEATURE_NAMES, YoloStudentModel
+from model.distillation.studentmodel import YoloStudentModel, featureDict
 from model.distillation.teachermodel import YoloTeacherModel
 from tests.conftest import makeConfig
 from tests.test_train import tinyConfig
@@ -221,8 +221,8 @@ def test_loss_zero_terms_for_identical_outputs_and_positive_otherwise(teacherFil
     loss = DistillationDetectionLoss(mcfg, student)
     x = torch.rand(2, 3, SIZE, SIZE)
     preds, backbone, neck = student.teacher(x)
-    same = {"preds": [p.clone().requires_grad_() for p in preds], "feats": dict(zip(FEATURE_NAMES, backbone + neck)),
-            "teacherPreds": preds, "teacherFeats": dict(zip(FEATURE_NAMES, backbone + neck))}
+    same = {"preds": [p.clone().requires_grad_() for p in preds], "feats": featureDict(backbone, neck),
+            "teacherPreds": preds, "teacherFeats": featureDict(backbone, neck)}
     loss(same, TARGETS)
     assert loss.distilParts.tolist() == [0.0, 0.0]
     student.train()
@@ -284,7 +284,7 @@ def test_teacher_is_frozen(teacherFile):
     assert not any(p.requires_grad for p in teacher.parameters())
     preds, backbone, neck = teacher(torch.rand(1, 3, SIZE, SIZE, requires_grad=True))
     assert not any(t.requires_grad for t in list(preds) + list(backbone) + list(neck))
-    assert FEATURE_NAMES == DISTIL_FEATURES
+    assert list(featureDict(backbone, neck)) == list(DISTIL_FEATURES)
 
 
 def test_teacher_of_another_class_count_stops(teacherFile):

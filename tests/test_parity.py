@@ -6,6 +6,7 @@ import io
 import pytest
 import torch
 
+from config.mconfig import PHASE_LETTERS
 from model.base.yolomodel import YoloModel
 from tests.conftest import makeConfig
 from tests.helpers import requireOracle
@@ -19,13 +20,12 @@ from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.loss import v8DetectionLoss  # noqa: E402
 from ultralytics.utils.tal import TaskAlignedAssigner as RefAssigner  # noqa: E402
 
-LETTER = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}
 MAX_DIFFS = {}  # phase -> max abs output difference, printed at the end (-s)
 
 
 def referenceModel(phase, nc):
     with contextlib.redirect_stdout(io.StringIO()):
-        model = DetectionModel("yolov8{}.yaml".format(LETTER[phase]), nc=nc, verbose=False)
+        model = DetectionModel("yolov8{}.yaml".format(PHASE_LETTERS[phase]), nc=nc, verbose=False)
     model.args = get_cfg()
     return model
 
@@ -47,7 +47,7 @@ def randomiseBatchNorm(model):
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
-@pytest.mark.parametrize("phase", list(LETTER))
+@pytest.mark.parametrize("phase", list(PHASE_LETTERS))
 def test_parameter_count_and_converted_outputs(phase):
     nc = 20
     ref = referenceModel(phase, nc)

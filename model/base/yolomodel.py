@@ -2,6 +2,7 @@
 import torch
 import torch.nn as nn
 
+from config.mconfig import PHASE_LETTERS
 from misc.errors import MarsError
 from misc.files import atomicTorchSave, safeTorchLoad, urlToPath
 from model.base.backbone import Backbone
@@ -50,7 +51,6 @@ class YoloModel(nn.Module):
         self.neck = Neck(w, r, n)
         self.head = DetectHead([int(256 * w), int(512 * w), int(512 * w * r)], mcfg.nc, mcfg.regMax)
         self.head.initBiases(self.strides)
-        self.register_buffer("proj", torch.arange(mcfg.regMax, dtype=torch.float32), persistent=False)
         self.backboneFrozen = False
         if mcfg.pretrainedBackboneUrl:
             self.loadBackbone(urlToPath(mcfg.pretrainedBackboneUrl))
@@ -99,7 +99,7 @@ class YoloModel(nn.Module):
 
     def loadBackbone(self, path):
         """Load a backbone-only state dict (keys 'backbone.*', as written by tools/convert.py --backbone-only)."""
-        letter = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extended": "x"}.get(self.phase, "n")
+        letter = PHASE_LETTERS[self.phase]
         stateDict = safeTorchLoad(path, "pretrained backbone (mcfg.pretrainedBackboneUrl)",
                                   "make it from an official checkpoint: python tools/convert.py yolov8{}.pt {} "
                                   "--backbone-only".format(letter, path))

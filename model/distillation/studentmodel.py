@@ -1,15 +1,12 @@
 """YoloStudentModel: a YoloModel that, when training, also returns its features and its frozen teacher's outputs."""
+from config.mconfig import DISTIL_FEATURES
 from model.base.yolomodel import YoloModel
 from model.distillation.teachermodel import YoloTeacherModel
-
-BACKBONE_FEATURES = ("feat0", "feat1", "feat2", "feat3")
-NECK_FEATURES = ("C", "X", "Y", "Z")
-FEATURE_NAMES = BACKBONE_FEATURES + NECK_FEATURES  # names mcfg.distilFeatures chooses from
 
 
 def featureDict(backboneFeats, neckFeats):
     """(feat0..feat3), (C, X, Y, Z) -> {"feat0": (B, 128w, H/4, W/4), ..., "Z": (B, 512wr, H/32, W/32)}."""
-    return dict(zip(FEATURE_NAMES, tuple(backboneFeats) + tuple(neckFeats)))
+    return dict(zip(DISTIL_FEATURES, tuple(backboneFeats) + tuple(neckFeats)))
 
 
 class TeacherHandle(object):
