@@ -33,12 +33,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from engine.evaluator import Evaluator  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python bench/...py): Mars and bench/ import from the repository root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.common import rootArgument  # noqa: E402
 from cfgops import makeConfig  # noqa: E402
+from engine.evaluator import Evaluator  # noqa: E402
 from engine.trainer import makeTrainer  # noqa: E402
-from model import makeModel  # noqa: E402
 from misc.errors import MarsError  # noqa: E402
+from model import makeModel  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
 
 OLD, NEW = list(range(10)), list(range(10, 20))  # A1..A10 (the teacher's classes), A11..A20
@@ -58,9 +60,7 @@ PRESETS = {"easy": ("demo.nano", 128, 12, 20), "hard": ("demo.nano.hard", 320, 3
 
 
 def parseArgs(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
-                        help="run root outside the code folder (default: $MARS_ROOT or ~/mars-runs)")
+    parser = rootArgument(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--preset", choices=tuple(PRESETS), default="easy",
                         help="demo data: easy (demo.nano, 192 px images) or hard (demo.nano.hard, 320-640 px, small objects)")
     parser.add_argument("--size", type=int, default=0, help="input size, pixels (multiple of 32; 0 = 128 easy, 320 hard)")

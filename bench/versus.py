@@ -30,9 +30,10 @@ import sys
 import tempfile
 import time
 
-ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT_DIR)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file (python bench/...py): Mars and bench/ import from the repository root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.common import ROOT_DIR, machineLoad, rootArgument, writeYoloCopy  # noqa: E402
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
@@ -45,9 +46,7 @@ YOLO(args.pop("model")).train(**args)
 
 
 def parseArgs(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
-                        help="run root outside the code folder (default: $MARS_ROOT or ~/mars-runs)")
+    parser = rootArgument(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--cfg", default="demo.nano.full", help="Mars config name (its data, phase, recipe)")
     parser.add_argument("--size", type=int, default=0, help="input size in pixels (0 = the config's)")
     parser.add_argument("--epochs", type=int, default=0, help="epochs (0 = the config's)")
@@ -104,7 +103,6 @@ def ultralyticsArgs(mcfg, args, data, project, recipe):
 
 def ultralyticsRun(mcfg, args, folder, recipe):
     """Train Ultralytics on a YOLO copy of the data; -> (best.pt path, results.csv path, wall seconds, peak MiB)."""
-    from benchutil import writeYoloCopy
     data = os.path.join(folder, "data.yaml")
     if not os.path.isfile(data):
         lists = {}
@@ -151,7 +149,6 @@ def evaluateMars(mcfg, stateDict):
 
 def main(argv=None):
     args = parseArgs(argv)
-    from benchutil import machineLoad
     from cfgops import makeConfig
     from engine.checkpoint import BEST_FILE
     from tools.convert import convertStateDict, loadSource

@@ -1,19 +1,17 @@
-"""bench/cuda_step.py without a GPU: the precision policy, the device it measures, its memory reading, and that no
-benchmark script imports another (what they share lives in bench/benchutil.py)."""
+"""bench/speed/cuda_step.py without a GPU: the precision policy, the device it measures, its memory reading, and that
+no benchmark script imports another (what they share lives in bench/common.py)."""
 import ast
 import contextlib
 import inspect
 import os
-import sys
 import weakref
 
 import pytest
 import torch
 
-BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-sys.path.append(BENCH_DIR)  # appended: the bench scripts' names (loss, evaluator, ...) must not shadow others
+from bench.speed import cuda_step
 
-import cuda_step  # noqa: E402
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 GPU1 = torch.device("cuda", 1)
 
@@ -137,12 +135,18 @@ def test_side_memory_names_the_device_and_frees_the_side(monkeypatch):
 
 
 def test_bench_scripts_do_not_import_each_other():
-    scripts = {name[:-3] for name in os.listdir(BENCH_DIR) if name.endswith(".py")} - {"benchutil"}
-    for script in scripts:
-        with open(os.path.join(BENCH_DIR, script + ".py")) as f:
+    """Every bench script imports bench.common at most: no script (bench/*.py, bench/speed/*.py) imports another."""
+    paths = [os.path.join(folder, name) for folder in (BENCH_DIR, os.path.join(BENCH_DIR, "speed"))
+             for name in os.listdir(folder) if name.endswith(".py") and name not in ("__init__.py", "common.py")]
+    scripts = {os.path.splitext(os.path.basename(p))[0] for p in paths}
+    assert {"versus", "distill", "cuda_step", "train_step", "loss", "evaluator", "dataloader"} <= scripts
+    for path in paths:
+        with open(path) as f:
             tree = ast.parse(f.read())
-        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                    for alias in node.names}
-        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                     if isinstance(node, ast.ImportFrom) and node.module}
-        assert not imported & scripts, script
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {"{}.{}".format(node.module, alias.name) for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module in ("bench", "bench.speed") for alias in node.names}
+        others = {name for name in imported if name in scripts or
+                  (name.startswith("bench.") and name.split(".")[-1] in scripts)}
+        assert not others, (path, others)

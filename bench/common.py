@@ -1,7 +1,8 @@
-"""Helpers shared by the speed benchmarks (bench/*.py); the library never imports this, and no benchmark imports
+"""Helpers shared by the benchmarks: the speed benchmarks (bench/speed/*.py, run as python -m bench.speed.<name>)
+and the studies (bench/versus.py, bench/distill.py). The library never imports this, and no benchmark imports
 another (what two of them share lives here).
 
-Every benchmark measures Mars and its reference in the same process, with the same torch thread count, alternating
+Every speed benchmark measures Mars and its reference in the same process, with the same torch thread count, alternating
 the two (ABBA order per round) after a warm-up, and reports medians and the ratio. It prints the machine's load so a
 reader can tell a measurement taken on a busy CPU.
 """
@@ -11,25 +12,28 @@ import io
 import logging
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT_DIR)
 
-import torch  # noqa: E402
+import torch
 
 DEFAULT_THREADS = torch.get_num_threads()  # before Ultralytics' import sets OMP_NUM_THREADS=1 for later pools
 
 
-def baseParser(doc, repeats, warmup):
-    """argparse parser with the options every benchmark takes: -root, --threads, --repeats, --warmup."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def rootArgument(parser):
+    """-root, as mars.py has it: the run root outside the code folder (demo data in ROOT/demo-data)."""
     parser.add_argument("-root", default=os.environ.get("MARS_ROOT", os.path.join("~", "mars-runs")),
                         help="run root outside the code folder; demo data goes to ROOT/demo-data (default: $MARS_ROOT "
                              "or ~/mars-runs)")
+    return parser
+
+
+def baseParser(doc, repeats, warmup):
+    """argparse parser with the options every speed benchmark takes: -root, --threads, --repeats, --warmup."""
+    parser = rootArgument(argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both sides (0 = torch's "
                                                                 "default, {} here)".format(DEFAULT_THREADS))
     parser.add_argument("--repeats", type=int, default=repeats, help="measured rounds per side (median reported)")

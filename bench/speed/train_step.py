@@ -1,6 +1,6 @@
 """Training throughput of a full step, Mars against Ultralytics' YOLOv8n, on the same batches.
 
-    python bench/train_step.py [--sizes 320,640] [--batch 16] [--repeats 5] [--warmup 2] [--threads 0]
+    python -m bench.speed.train_step [--sizes 320,640] [--batch 16] [--repeats 5] [--warmup 2] [--threads 0]
 
 The batches come from Mars' data loader over the built-in demo data (augmented training samples, generated under
 ROOT/demo-data on first use); they are drawn before the timing, so both sides step on identical images and boxes and
@@ -18,7 +18,7 @@ alternating). Target: Mars >= 1.0x at both sizes.
 """
 import torch
 
-from benchutil import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,  # noqa: I100
+from bench.common import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,
                        referenceStepper, setup)
 
 
@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--sizes", default="320,640", help="input sizes, pixels, comma-separated")
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
-    setup(args, "bench/train_step.py")
+    setup(args, "bench/speed/train_step.py")
     rows, cpuRows, paired = [], [], []
     for size in (int(s) for s in args.sizes.split(",")):
         mcfg = demoConfig(args.root, (size, size), args.batch, dcore=0)

@@ -1,6 +1,6 @@
 """Speed of the mAP computation (eval/map.py computeMap) against pycocotools' COCOeval on the same predictions.
 
-    python bench/evaluator.py [--images 500] [--dets 100] [--classes 20] [--gts 1,12] [--repeats 5] [--threads 0]
+    python -m bench.speed.evaluator [--images 500] [--dets 100] [--classes 20] [--gts 1,12] [--repeats 5] [--threads 0]
 
 A realistic prediction set: per image, 1..12 ground-truth boxes (800 x 800 px images) and exactly --dets detections:
 jittered copies of the ground truth (right or wrong class, scores that follow the overlap) filled up with random
@@ -13,7 +13,7 @@ The last lines give the largest |difference| between Mars' COCO AP50 / AP50:95 a
 import numpy as np
 import torch
 
-from benchutil import alternate, baseParser, median, printTable, quietly, setup  # noqa: I100
+from bench.common import alternate, baseParser, median, printTable, quietly, setup
 
 IMAGE_SIZE = 800  # pixels, as MAR20
 

@@ -1,6 +1,6 @@
 """Speed of the training loss (TaskAlignedAssigner + CIoU/BCE/DFL) against Ultralytics' v8DetectionLoss.
 
-    python bench/loss.py [--sizes 320,640] [--batch 16] [--classes 20] [--boxes 0,12] [--repeats 30] [--threads 0]
+    python -m bench.speed.loss [--sizes 320,640] [--batch 16] [--classes 20] [--boxes 0,12] [--repeats 30] [--threads 0]
 
 Both losses get the same head outputs (random logits of a nano model's shape at each input size, requires_grad) and
 the same targets (0..12 boxes per image, sides 1.25%..31% of the input: 8..200 px at 640, as Mars collate rows and as
@@ -11,7 +11,7 @@ Ultralytics' time (ratio >= 1).
 """
 import torch
 
-from benchutil import (alternate, baseParser, marsTargetsToReference, median, modelConfig, printTable,  # noqa: I100
+from bench.common import (alternate, baseParser, marsTargetsToReference, median, modelConfig, printTable,
                        referenceModel, setup)
 
 REG_MAX = 16

@@ -1,6 +1,6 @@
 """Throughput of the augmented training data pipeline, Mars against Ultralytics' YOLODataset, same worker count.
 
-    python bench/dataloader.py [--sizes 640] [--batch 16] [--workers 2] [--batches 12] [--repeats 3] [--threads 0]
+    python -m bench.speed.dataloader [--sizes 640] [--batch 16] [--workers 2] [--batches 12] [--repeats 3] [--threads 0]
 
 Both read the training split of the built-in demo data (600 images of 192 px, generated under ROOT/demo-data on first
 use); Ultralytics reads a YOLO-format copy of it (symlinked images, labels converted from the VOC XML) in a temporary
@@ -18,7 +18,7 @@ import tempfile
 import torch
 from torch.utils.data import DataLoader
 
-from benchutil import alternate, baseParser, demoConfig, median, printTable, quietly, setup, writeYoloCopy  # noqa: I100
+from bench.common import alternate, baseParser, demoConfig, median, printTable, quietly, setup, writeYoloCopy
 
 
 def marsLoader(mcfg, workers):

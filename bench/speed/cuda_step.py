@@ -1,10 +1,10 @@
 """The CUDA training step: Mars with and without mixed precision, against Ultralytics', on one GPU.
 
-    python bench/cuda_step.py [--size 640] [--batch 32] [--chain 10] [--repeats 5] [--warmup 2] [--device cuda]
+    python -m bench.speed.cuda_step [--size 640] [--batch 32] [--chain 10] [--repeats 5] [--warmup 2] [--device cuda]
                               [--amp fp16|bf16|off]
 
-The same demo batches and step functions as bench/train_step.py (read its docstring; both take them from
-bench/benchutil.py), on the device: Mars' Trainer.trainStep (channels_last) and Ultralytics' trainer step, each
+The same demo batches and step functions as bench/speed/train_step.py (read its docstring; both take them from
+bench/common.py), on the device: Mars' Trainer.trainStep (channels_last) and Ultralytics' trainer step, each
 with mixed precision (AMP) and without (fp32). Both sides' AMP follows one precision policy, --amp:
     fp16 (default): float16 autocast + grad scaler, what Ultralytics does on CUDA;
     bf16:           bfloat16 autocast, no grad scaler (Mars' choice on a GPU that has bf16), on both sides; only where
@@ -23,7 +23,7 @@ import gc
 
 import torch
 
-from benchutil import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,  # noqa: I100
+from bench.common import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,
                        referenceStepper, setup)
 
 TITLE = "bench/cuda_step.py"
