@@ -34,7 +34,9 @@ from train.loss import DetectionLoss
 from train.opt import makeOptimizer
 from train.sched import LearningRateSchedule
 
-FITNESS_WEIGHTS = (0.1, 0.9)  # best checkpoint: 0.1 * COCO AP50 + 0.9 * AP50:95 on the validation split (as Ultralytics)
+# best checkpoint: 0.1 * COCO AP50 + 0.9 * AP50:95 on the validation split (older Ultralytics releases' fitness;
+# Ultralytics 8.4.190 ranks by AP50:95 alone, utils/metrics.py Metric.fitness)
+FITNESS_WEIGHTS = (0.1, 0.9)
 LOSSES = {"base": DetectionLoss, "distillation": DistillationDetectionLoss}  # mcfg.modelName -> loss
 SKIP_BEST = "skip"  # saveState's metric for an epoch without a measurement
 LOG_EVERY = 10  # steps between progress-bar reads of the loss (each read waits for the device)

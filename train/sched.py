@@ -2,7 +2,9 @@
 import math
 
 WARMUP_MOMENTUM = 0.8  # SGD momentum at the start of warm-up
-MIN_WARMUP_ITERATIONS = 100  # warm-up lasts at least this many iterations (as Ultralytics), at most half the run
+# warm-up lasts at least this many iterations, at most half the run (older Ultralytics releases had this floor;
+# 8.4.190 warms up for round(min(warmup_epochs, epochs - 1) * batches per epoch) iterations, no floor)
+MIN_WARMUP_ITERATIONS = 100
 
 
 def warmupIterations(warmupEpochs, itersPerEpoch, totalIters):

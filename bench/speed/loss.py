@@ -5,7 +5,7 @@
 Both losses get the same head outputs (random logits of a nano model's shape at each input size, requires_grad) and
 the same targets (0..12 boxes per image, sides 1.25%..31% of the input: 8..200 px at 640, as Mars collate rows and as
 Ultralytics' batch dict).
-Two rows per size: "forward" is the assigner + loss value (what the issue calls assigner + loss time per batch);
+Two rows per size: "forward" is the assigner + loss value (the assigner + loss time per batch);
 "forward + backward" adds the gradient back to the head outputs. Times are medians per batch. Target: Mars <= 1.0x
 Ultralytics' time (ratio >= 1).
 """
