@@ -23,7 +23,7 @@ the input size given here. Runs land in ROOT/bench-distill-<preset>-<size>px/; a
 (--nobuf trains it again), students always start over.
 The last line, `retained A1-A10 mAP50: finetune=0.xxx distill=0.xxx  new A11-A20: finetune=0.xxx distill=0.xxx`,
 compares finetune with the first distillation method of --methods (means over the seeds), for scripts.
-Times on the 2-core machine, --threads 1, in README.md.
+Times on the 2-core machine, --threads 1, in docs/distillation.md.
 """
 import argparse
 import math

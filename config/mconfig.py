@@ -56,7 +56,7 @@ class ModelConfig(object):
         self.augAspect = 0.2  # random aspect jitter, +- fraction
         self.augFlip = 0.5  # probability of a horizontal flip
         self.augHsv = (0.015, 0.7, 0.4)  # hue, saturation, value gains
-        self.mosaic = 0.0  # probability of a 4-image mosaic per training sample (Ultralytics: 1.0); see README
+        self.mosaic = 0.0  # probability of a 4-image mosaic per training sample (Ultralytics: 1.0); see docs/versus.md
         self.closeMosaicEpochs = 10  # epochs at the end of training without mosaic
         self.minBoxSize = 2.0  # pixels (network input); smaller boxes after augmentation are dropped
         self.useDifficult = False  # VOC <difficult> objects: False = not targets, and ignored by evaluation (VOC protocol)

@@ -15,7 +15,7 @@ uniform distributions and make the student copy noise among background logits; s
 and is exactly 0 when the logits agree. The box-distribution channels never enter the response. By default
 (mcfg.distilResponseMask "all") every anchor takes part, those on objects of the new classes included: the teacher
 learnt them as background, and its low old-class scores there are what keeps an old class apart from a new
-look-alike. bench/distill.py, 3 student seeds on two demo presets (README.md): leaving those anchors out
+look-alike. bench/distill.py, 3 student seeds on two demo presets (docs/distillation.md): leaving those anchors out
 ("outsideNew"), keeping only confident ones ("confident"), or fading the weights out (mcfg.distilSchedule
 "cosine") kept no more old classes (fewer on the easy preset) and learnt the new ones no better.
 

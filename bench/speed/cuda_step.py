@@ -26,7 +26,7 @@ import torch
 from bench.common import (alternate, baseParser, demoConfig, drawBatches, marsStepper, median, printTable,
                        referenceStepper, setup)
 
-TITLE = "bench/cuda_step.py"
+TITLE = "bench/speed/cuda_step.py"
 AMP_CHOICES = ("fp16", "bf16", "off")
 
 

@@ -67,7 +67,7 @@ def main(argv=None):
                                                               "main process; Mars' default mcfg.dcore is 2)")
     parser.add_argument("--batches", type=int, default=12, help="timed batches per round")
     args = parser.parse_args(argv)
-    setup(args, "bench/dataloader.py")
+    setup(args, "bench/speed/dataloader.py")
     rows = []
     with tempfile.TemporaryDirectory(prefix="mars-bench-yolo-") as folder:
         for size in (int(s) for s in args.sizes.split(",")):

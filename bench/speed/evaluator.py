@@ -94,7 +94,7 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--gts", default="1,12", help="min,max ground-truth boxes per image")
     args = parser.parse_args(argv)
-    setup(args, "bench/evaluator.py")
+    setup(args, "bench/speed/evaluator.py")
     gtRange = tuple(int(v) for v in args.gts.split(","))
     preds, gts = makePredictionSet(args.images, args.dets, args.classes, gtRange)
     gtDict = cocoGroundTruth(gts, args.images, args.classes)

@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--boxes", default="0,12", help="min,max boxes per image")
     args = parser.parse_args(argv)
-    setup(args, "bench/loss.py")
+    setup(args, "bench/speed/loss.py")
     from ultralytics.utils.loss import v8DetectionLoss
 
     from model.base.yolomodel import YoloModel

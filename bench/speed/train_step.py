@@ -4,7 +4,7 @@
 
 The batches come from Mars' data loader over the built-in demo data (augmented training samples, generated under
 ROOT/demo-data on first use); they are drawn before the timing, so both sides step on identical images and boxes and
-the data pipeline (bench/dataloader.py measures it) does not blur the figure. A step, timed from a uint8 batch in
+the data pipeline (bench/speed/dataloader.py measures it) does not blur the figure. A step, timed from a uint8 batch in
 memory to the end of the optimizer step, is for
     Mars:        Trainer.trainStep (lr schedule, uint8 -> float, forward, DetectionLoss, backward, gradient
                  clipping, device-side finiteness check, fused SGD step, EMA update) of a demo.nano trainer;
