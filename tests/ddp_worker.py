@@ -25,7 +25,7 @@ from engine.trainer import Trainer  # noqa: E402
 from misc.dist import initDistributed, rank  # noqa: E402
 from misc.seed import seedEverything  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
-from tests.conftest import makeConfig  # noqa: E402
+from tests.helpers import makeConfig  # noqa: E402
 from train.loss import DetectionLoss  # noqa: E402
 
 

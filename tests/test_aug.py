@@ -1,5 +1,6 @@
 """Augmentation (dl/aug.py, and VocDataset's training samples) and letterbox geometry (misc/img.py): boxes must follow
-the pixels, to a fraction of a pixel."""
+the pixels, to a fraction of a pixel, through scale, aspect, placement, flip, HSV and mosaic; a mosaic data set keeps
+only the selected classes and is reproducible."""
 import os
 
 import cv2
@@ -10,8 +11,7 @@ import torch
 from dl.aug import augmentFromConfig, augmentSample, clipAndFilterBoxes, hsvJitter, mosaicCanvas
 from dl.vocdataset import VocDataset
 from misc.img import PAD_COLOR, boxesFromLetterbox, boxesToLetterbox, letterbox
-from tests.conftest import makeConfig
-from tests.helpers import OBJ, XML
+from tests.helpers import OBJ, XML, datasetConfig, makeConfig, writeImage
 
 COLORS = ((0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255))  # BGR: red, green, blue, yellow
 
@@ -44,7 +44,7 @@ def ringColor(image, boxXyxy, gap=2):
 
 
 @pytest.mark.parametrize("outShape", [(160, 160), (128, 192)])
-def test_boxesFollowColoredObjects(outShape):
+def test_boxes_follow_colored_objects(outShape):
     image, boxes = coloredRectangles()
     numKept = 0
     for seed in range(24):
@@ -65,7 +65,7 @@ def test_boxesFollowColoredObjects(outShape):
     assert numKept > 40
 
 
-def test_noAugmentationIsLetterbox():
+def test_no_augmentation_is_letterbox():
     image, boxes = coloredRectangles()
     out, outBoxes, keep = augmentSample(image, boxes, (160, 160), np.random.default_rng(0))
     expected, scale, pad = letterbox(image, (160, 160))
@@ -85,7 +85,7 @@ def test_flip():
         assert np.abs(meanColorInside(flipped, box) - color).max() < 20
 
 
-def test_clipAndFilterBoxes():
+def test_clip_and_filter_boxes():
     boxes = np.array([[-50, 10, -10, 30],  # fully outside: dropped
                       [-36, 10, 4, 30],  # 10% inside: dropped
                       [-20, 10, 20, 30],  # 50% inside: kept, clipped
@@ -97,7 +97,7 @@ def test_clipAndFilterBoxes():
     assert clipped.tolist() == [[0, 10, 20, 30]]
 
 
-def test_objectsPushedOutsideAreDropped():
+def test_objects_pushed_outside_are_dropped():
     image, boxes = coloredRectangles()
     for seed in range(10):  # scaled 3x, most of the image falls outside the canvas
         out, outBoxes, keep = augmentSample(image, boxes, (96, 96), np.random.default_rng(seed), scaleRange=(3, 3))
@@ -106,7 +106,7 @@ def test_objectsPushedOutsideAreDropped():
             assert np.abs(meanColorInside(out, box) - color).max() < 20
 
 
-def test_hsvJitter():
+def test_hsv_jitter():
     image, _ = coloredRectangles()
     rng = np.random.default_rng(0)
     assert hsvJitter(image, rng, (0, 0, 0)) is image
@@ -119,7 +119,7 @@ def test_hsvJitter():
     assert not (hueOnly[30, 30] == image[30, 30]).all()  # red moved to another hue
 
 
-def test_letterboxShapesAndRoundTrip():
+def test_letterbox_shapes_and_round_trip():
     image = np.zeros((123, 457, 3), np.uint8)
     out, scale, pad = letterbox(image, (160, 160))
     assert out.shape == (160, 160, 3) and scale == pytest.approx(160 / 457)
@@ -137,7 +137,7 @@ def test_letterboxShapesAndRoundTrip():
     assert outside.tolist() == [[0, 0, 457, 123]]
 
 
-def test_letterboxPixelsMatchBoxes():
+def test_letterbox_pixels_match_boxes():
     image, boxes = coloredRectangles()
     out, scale, pad = letterbox(image, (256, 256))
     for box, color in zip(boxesToLetterbox(boxes, scale, pad), COLORS):
@@ -380,3 +380,52 @@ def test_voc_dataset_training_boxes_match_painted_objects(tmp_path, mosaic):
     assert sum(len(r[0]) for r in records) >= 48 * 3
     assert sum(r[1].sum() for r in records) >= 10  # boxes cut by the input border were tested
     assertNoBias(records, mosaic)
+
+
+# ---------------------------------------------------------------- mosaic: coloured rectangles, class selection
+
+
+def test_mosaic_boxes_follow_their_pixels():
+    """Four images with coloured rectangles on a 2x canvas, then the window: every kept box sits on its colour and
+    the colour is gone just outside it (the ring check of
+    test_boxes_follow_colored_objects)."""
+    image, boxes = coloredRectangles()
+    outShape, numChecked = (128, 160), 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        images = [image, image[:, ::-1].copy(), image[::-1].copy(), image]
+        flipped = [boxes, np.stack([300 - boxes[:, 2], boxes[:, 1], 300 - boxes[:, 0], boxes[:, 3]], 1),
+                   np.stack([boxes[:, 0], 200 - boxes[:, 3], boxes[:, 2], 200 - boxes[:, 1]], 1), boxes]
+        canvas, canvasBoxes, keeps = mosaicCanvas(images, flipped, outShape, rng)
+        assert canvas.shape == (256, 320, 3) and sum(int(k.sum()) for k in keeps) == len(canvasBoxes)
+        colors = np.concatenate([np.array(COLORS)[k] for k in keeps])
+        out, outBoxes, keep = augmentSample(canvas, canvasBoxes, outShape, rng, scaleRange=(0.6, 1.4), flipProb=0.5,
+                                            baseScale=1.0, centerJitter=0.1)
+        assert out.shape == outShape + (3,)
+        for box, color in zip(outBoxes, colors[keep]):
+            if min(box[2] - box[0], box[3] - box[1]) >= 6:
+                assert np.abs(meanColorInside(out, box) - color).max() < 25, (seed, box)
+                ring = ringColor(out, box)
+                if ring is not None and min(box[2] - box[0], box[3] - box[1]) >= 10:
+                    assert np.abs(ring - color).max() > 60, (seed, box, ring)
+                numChecked += 1
+    assert numChecked > 30
+
+
+def test_mosaic_dataset_respects_class_selection_and_is_reproducible(tmp_path):
+    root = str(tmp_path)
+    stems = []
+    for i in range(6):
+        writeImage(root, "{}.jpg".format(i), [("A", 2, 2, 30, 30), ("B", 34, 10, 60, 40)])
+        stems.append(str(i))
+    mcfg = datasetConfig(root, stems, augment=True, mosaic=1.0, trainSelectedClasses=["A"])
+    dataset = VocDataset(mcfg, "train", train=True)
+    seen = []
+    for trial in range(2):
+        dataset.rng = np.random.default_rng(7)
+        samples = [dataset[i] for i in range(6)]
+        seen.append([(s[0].clone(), s[1].clone()) for s in samples])
+        assert all(set(s[1][:, 0].tolist()) <= {0.0} for s in samples)  # B is never a target of a teacher
+        assert sum(len(s[1]) for s in samples) > 6  # mosaics bring more objects than one image has
+    for (imageA, labelsA), (imageB, labelsB) in zip(*seen):
+        assert torch.equal(imageA, imageB) and torch.equal(labelsA, labelsB)

@@ -29,6 +29,7 @@ def tinyRun(tmp_path_factory):
     return root, result
 
 
+@pytest.mark.slow
 def test_pipe_leaves_its_files(tinyRun):
     root, result = tinyRun
     run = root / "tester" / "demo.nano.tiny"
@@ -43,6 +44,7 @@ def test_pipe_leaves_its_files(tinyRun):
     assert result.stdout.strip().splitlines()[-2].startswith("mAP50=")
 
 
+@pytest.mark.slow
 def test_predict_folder_and_image(tinyRun, tmp_path):
     root, _ = tinyRun
     images = next((root / "demo-data").iterdir()) / "images"
@@ -61,6 +63,7 @@ def test_predict_folder_and_image(tinyRun, tmp_path):
     assert len([f for f in os.listdir(out) if f.endswith(".jpg")]) == 3
 
 
+@pytest.mark.slow
 def test_rerun_resumes_instead_of_restarting(tinyRun):
     root, _ = tinyRun
     result = mars("-cfg", "demo.nano.tiny", "-root", str(root), "-train")
@@ -71,7 +74,8 @@ def test_rerun_resumes_instead_of_restarting(tinyRun):
 @pytest.mark.parametrize("args, culprit", [
     (["-cfg", "nosuchfile.nano"], "cfgops/nosuchfile.py"),
     (["-cfg", "demo.nano.fulll"], "'fulll'"),
-    (["-cfg", "demo.nano.tiny", "-eval"], "best_weights.pth"),
+    # this one imports torch and writes the demo data before it stops: ~1.6 s
+    pytest.param(["-cfg", "demo.nano.tiny", "-eval"], "best_weights.pth", marks=pytest.mark.slow),
     (["-cfg", "demo.nano.tiny", "-predict", "/no/such/image.jpg"], "/no/such/image.jpg"),
 ])
 def test_errors_are_one_line(tmp_path, args, culprit):
@@ -100,6 +104,7 @@ def parseMap(stdout):
     return float(found.group(1)), float(found.group(2))
 
 
+@pytest.mark.slow
 def test_printed_map_is_the_evaluators(tinyRun):
     """The -pipe run's mAP50= line is the evaluator's value (its map_table.csv `all` row), not just a prefix."""
     root, result = tinyRun
@@ -206,6 +211,7 @@ def knownRun(tmp_path_factory):
     return root, data
 
 
+@pytest.mark.slow
 def test_known_model_predicts_exact_boxes_through_the_cli(knownRun, tmp_path):
     """`-predict` on images twice the input size, wide (pad top) and tall (pad left), none of them 64 x 64: every
     detection in detections.json is the known model's (see knownModel, knownDetections) in original-image pixels,
@@ -236,6 +242,7 @@ def test_known_model_predicts_exact_boxes_through_the_cli(knownRun, tmp_path):
         assert painted is not None and painted.shape == (h, w, 3), stem
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataSet, expectedMap50, expectedMap5095", [
     ("exact", 1.0, 1.0),  # every ground truth detected at IoU 1, no false positive
     # A3: AP 1; A5: 12 of 18 ground truths found, no false positive: VOC AP (all-point) = recall = 2/3, COCO AP

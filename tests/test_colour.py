@@ -16,8 +16,7 @@ from engine.trainer import Trainer
 from inference.painter import FP_COLOR, GT_COLOR, TP_COLOR, paintImage
 from misc.img import imreadBgr, networkInput
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import writeVocSet
+from tests.helpers import makeConfig, writeVocSet
 from train.loss import DetectionLoss
 
 RED_BGR, BLUE_BGR = (0, 0, 255), (255, 0, 0)
@@ -104,6 +103,7 @@ def assertPaintedInside(paintedPath, box, name):
     assert (redness > 100) if name == "red" else (redness < -100), (paintedPath, name, redness)
 
 
+@pytest.mark.slow
 def test_class_depends_on_colour_through_predict_and_painting(tmp_path):
     """A nano model trained (augmented) on red and blue squares of random sizes and places finds, through -predict
     (networkInput), a red square as `red` and the same square in blue as `blue`; the painted files keep the colours.

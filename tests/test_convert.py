@@ -2,14 +2,15 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import requireOracle
+from tests.helpers import flatOutputs, makeConfig, referenceModel, requireOracle
 
 requireOracle("ultralytics")
-from tests.test_parity import flatOutputs, referenceModel  # noqa: E402
+
+pytestmark = pytest.mark.slow  # each test runs tools/convert.py in subprocesses (3 to 5 s)
 
 ROOT = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 

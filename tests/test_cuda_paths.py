@@ -14,8 +14,7 @@ from engine.trainer import Trainer
 from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from model.distillation.studentmodel import YoloStudentModel
-from tests.conftest import makeConfig
-from tests.test_train import tinyConfig
+from tests.helpers import makeConfig, tinyConfig
 from train.distilloss import DistillationDetectionLoss
 from train.loss import DetectionLoss
 

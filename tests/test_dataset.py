@@ -1,4 +1,6 @@
-"""VOC reading and the Dataset / collate / DataLoader of dl/vocdataset.py, on tiny data sets built in tmp_path."""
+"""VOC reading and the Dataset / collate / DataLoader of dl/vocdataset.py, on tiny data sets built in tmp_path: split
+files (stems, file names with their suffix as the course writes them, lines leaving the image folder), missing or
+bad files, clipping, VOC <difficult> objects (no targets, ignored ground truth)."""
 import os
 
 import cv2
@@ -10,6 +12,7 @@ from config.mconfig import ModelConfig
 from dl.vocdataset import VocDataset, collate, makeDataLoader
 from misc.errors import MarsError
 from misc.xml import readVocXml
+from tests.helpers import datasetConfig, writeImage
 
 
 def writeXml(path, objects, size=None, header=""):
@@ -32,7 +35,7 @@ def writeSample(root, stem, objects, shape=(60, 80), writeSize=True):
     writeXml(os.path.join(root, "annotations", stem + ".xml"), objects, (shape[1], shape[0]) if writeSize else None)
 
 
-def makeConfig(root, splits, classList=("A", "B", "C"), inputShape=(64, 64)):
+def vocConfig(root, splits, classList=("A", "B", "C"), inputShape=(64, 64)):
     """ModelConfig over root with split name -> list of stems (written to root/splits/<name>.txt)."""
     os.makedirs(os.path.join(root, "splits"), exist_ok=True)
     mcfg = ModelConfig()
@@ -45,7 +48,7 @@ def makeConfig(root, splits, classList=("A", "B", "C"), inputShape=(64, 64)):
     return mcfg
 
 
-def test_readVocXml(tmp_path):
+def test_read_voc_xml(tmp_path):
     path = str(tmp_path / "a.xml")
     writeXml(path, [("A", 1, 2, 30, 40.5), ("B", 0, 0, 5, 5)], size=(80, 60))
     assert readVocXml(path) == (80, 60, [("A", 1.0, 2.0, 30.0, 40.5), ("B", 0.0, 0.0, 5.0, 5.0)])
@@ -54,24 +57,24 @@ def test_readVocXml(tmp_path):
 
 
 @pytest.mark.parametrize("header", ['<!DOCTYPE annotation [<!ENTITY x "boom">]>', '<!doctype annotation>'])
-def test_readVocXmlRefusesDeclarations(tmp_path, header):
+def test_read_voc_xml_refuses_declarations(tmp_path, header):
     path = str(tmp_path / "evil.xml")
     writeXml(path, [("A", 1, 2, 3, 4)], size=(8, 8), header=header)
     with pytest.raises(MarsError, match="evil.xml.*(DOCTYPE|ENTITY)"):
         readVocXml(path)
 
 
-def test_readVocXmlMalformed(tmp_path):
+def test_read_voc_xml_malformed(tmp_path):
     path = tmp_path / "bad.xml"
     path.write_text("<annotation><object><name>A</name></annotation>")
     with pytest.raises(MarsError, match="bad.xml is not valid XML: mismatched tag"):
         readVocXml(str(path))
 
 
-def test_classFilteringAndGt(tmp_path):
+def test_class_filtering_and_gt(tmp_path):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20), ("B", 30, 5, 50, 25), ("Z", 1, 1, 5, 5)], shape=(60, 80))
-    mcfg = makeConfig(root, {"train": ["s1"]})
+    mcfg = vocConfig(root, {"train": ["s1"]})
     mcfg.trainSelectedClasses, mcfg.testSelectedClasses = ["B"], ["A", "B"]
     train = VocDataset(mcfg, "train", train=True)
     assert train.classIndexes[0].tolist() == [1]  # only B kept; unknown Z was filtered out, no error
@@ -86,10 +89,10 @@ def test_classFilteringAndGt(tmp_path):
     assert meta["index"] == 0 and meta["path"].endswith("s1.jpg")
 
 
-def test_unknownClass(tmp_path):
+def test_unknown_class(tmp_path):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20), ("Z", 1, 1, 5, 5)])
-    mcfg = makeConfig(root, {"test": ["s1"]})
+    mcfg = vocConfig(root, {"test": ["s1"]})
     with pytest.raises(MarsError, match="s1.xml has class 'Z'.*classList.*testSelectedClasses"):
         VocDataset(mcfg, "test", train=False)
 
@@ -100,18 +103,18 @@ def test_unknownClass(tmp_path):
     (["/etc/passwd"], "leaves the image folder"),
     (["s1", "nothere"], "nothere.jpg listed in split file"),
 ])
-def test_badSplits(tmp_path, entries, message):
+def test_bad_splits(tmp_path, entries, message):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20)])
-    mcfg = makeConfig(root, {"train": entries})
+    mcfg = vocConfig(root, {"train": entries})
     with pytest.raises(MarsError, match=message):
         VocDataset(mcfg, "train", train=True)
 
 
-def test_missingSplitFileAndAnnotation(tmp_path):
+def test_missing_split_file_and_annotation(tmp_path):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20)])
-    mcfg = makeConfig(root, {"train": ["s1"]})
+    mcfg = vocConfig(root, {"train": ["s1"]})
     mcfg.subsetMap["train"] = os.path.join(root, "splits", "missing.txt")
     with pytest.raises(MarsError, match="missing.txt does not exist"):
         VocDataset(mcfg, "train", train=True)
@@ -120,20 +123,20 @@ def test_missingSplitFileAndAnnotation(tmp_path):
     mcfg.imageDir = os.path.join(root, "nothere")
     with pytest.raises(MarsError, match="mcfg.imageDir=.*nothere' is not a folder"):
         VocDataset(mcfg, "train", train=True)
-    mcfg = makeConfig(root, {"train": ["s1"]})
+    mcfg = vocConfig(root, {"train": ["s1"]})
     os.remove(os.path.join(root, "annotations", "s1.xml"))
     with pytest.raises(MarsError, match="annotation .*s1.xml listed"):
         VocDataset(mcfg, "train", train=True)
 
 
-def test_clippingCountsAndMissingSize(tmp_path, monkeypatch):
+def test_clipping_counts_and_missing_size(tmp_path, monkeypatch):
     messages = []
     monkeypatch.setattr("dl.vocdataset.log", messages.append)
     root = str(tmp_path)
     objects = [("A", -5, 10, 20, 20), ("B", 70, 50, 95, 70), ("C", 100, 10, 120, 20), ("A", 30, 30, 20, 40),
                ("B", 1, 1, 9, 9)]
     writeSample(root, "s1", objects, shape=(60, 80), writeSize=False)  # no <size>: the image gives 80 x 60
-    dataset = VocDataset(makeConfig(root, {"train": ["s1"]}), "train", train=True)
+    dataset = VocDataset(vocConfig(root, {"train": ["s1"]}), "train", train=True)
     assert (dataset.numClipped, dataset.numDropped) == (2, 2)
     assert dataset.origShapes[0] == (60, 80)
     assert dataset.boxesXyxy[0].tolist() == [[0, 10, 20, 20], [70, 50, 80, 60], [1, 1, 9, 9]]
@@ -141,17 +144,17 @@ def test_clippingCountsAndMissingSize(tmp_path, monkeypatch):
     assert len(messages) == 1 and "2 boxes clipped to their image, 2 empty or outside boxes dropped" in messages[0]
 
 
-def test_undecodableImage(tmp_path):
+def test_undecodable_image(tmp_path):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20)])
     with open(os.path.join(root, "images", "s1.jpg"), "wb") as f:
         f.write(b"not a jpeg")
-    dataset = VocDataset(makeConfig(root, {"train": ["s1"]}), "train", train=False)
+    dataset = VocDataset(vocConfig(root, {"train": ["s1"]}), "train", train=False)
     with pytest.raises(MarsError, match="s1.jpg cannot be decoded"):
         dataset[0]
 
 
-def test_collateFormat():
+def test_collate_format():
     image = torch.zeros((3, 32, 64), dtype=torch.uint8)
     labels0 = torch.tensor([[2, 8, 4, 16, 8], [0, 0, 0, 64, 32]], dtype=torch.float32)
     labels2 = torch.tensor([[1, 32, 16, 48, 24]], dtype=torch.float32)
@@ -165,7 +168,7 @@ def test_collateFormat():
     assert targets.shape == (0, 6)
 
 
-def test_dataLoaderReproducible(tmp_path):
+def test_data_loader_reproducible(tmp_path):
     root = str(tmp_path)
     rng = np.random.default_rng(0)
     stems = []
@@ -173,7 +176,7 @@ def test_dataLoaderReproducible(tmp_path):
         x0, y0 = rng.integers(0, 40, 2)
         writeSample(root, "s{}".format(i), [("ABC"[i % 3], x0, y0, x0 + 30, y0 + 20)], shape=(60, 80))
         stems.append("s{}".format(i))
-    mcfg = makeConfig(root, {"train": stems})
+    mcfg = vocConfig(root, {"train": stems})
     runs = []
     for dcore in (0, 0, 1, 1):
         mcfg = mcfg.copy(dcore=dcore)
@@ -196,7 +199,7 @@ def test_images_with_another_suffix_are_found(tmp_path):
     os.remove(os.path.join(root, "images", "s2.jpg"))
     cv2.imwrite(os.path.join(root, "images", "s2.png"), np.full((60, 80), 30000, np.uint16))  # grey, 16-bit
     os.rename(os.path.join(root, "images", "s3.jpg"), os.path.join(root, "images", "s3.JPG"))
-    dataset = VocDataset(makeConfig(root, {"train": ["s1", "s2", "s3"]}), "train", train=False)
+    dataset = VocDataset(vocConfig(root, {"train": ["s1", "s2", "s3"]}), "train", train=False)
     assert [os.path.basename(p) for p in dataset.imagePaths] == ["s1.jpg", "s2.png", "s3.JPG"]
     for i in range(3):
         image, labels, meta = dataset[i]
@@ -208,8 +211,63 @@ def test_split_file_with_bom_and_crlf(tmp_path):
     root = str(tmp_path)
     writeSample(root, "s1", [("A", 10, 10, 20, 20)])
     writeSample(root, "s2", [("B", 10, 10, 20, 20)])
-    mcfg = makeConfig(root, {"train": ["s1"]})
+    mcfg = vocConfig(root, {"train": ["s1"]})
     with open(mcfg.subsetMap["train"], "wb") as f:
         f.write("\ufeffs1 \r\ns2\r\n\r\n".encode("utf-8"))
     dataset = VocDataset(mcfg, "train", train=False)
     assert [os.path.basename(p) for p in dataset.imagePaths] == ["s1.jpg", "s2.jpg"]
+
+
+# ---------------------------------------------------------------- split files as the course writes them
+
+
+def test_split_file_lines_may_name_files_with_their_suffix(tmp_path):
+    root = str(tmp_path)
+    writeImage(root, "1.jpg", [("A", 1, 1, 20, 20)])
+    writeImage(root, "2.jpg", [("B", 5, 5, 30, 30)])
+    writeImage(root, "3.PNG", [("A", 2, 2, 10, 10)])
+    writeImage(root, "000004.png", [("B", 2, 2, 10, 12)])
+    dataset = VocDataset(datasetConfig(root, ["1.jpg", "2", "3.PNG", "000004"]), "train", train=False)
+    assert [os.path.basename(p) for p in dataset.imagePaths] == ["1.jpg", "2.jpg", "3.PNG", "000004.png"]
+    assert [c.tolist() for c in dataset.classIndexes] == [[0], [1], [0], [1]]
+
+
+def test_split_file_course_form_every_line_a_suffix(tmp_path):
+    root = str(tmp_path)
+    for i in range(1, 4):
+        writeImage(root, "{}.jpg".format(i), [("A", 1, 1, 20, 20)])
+    loader = makeDataLoader(datasetConfig(root, ["1.jpg", "2.jpg", "3.jpg"]), "train", train=False)
+    images, targets, metas = next(iter(loader))
+    assert images.shape == (2, 3, 64, 64) and [os.path.basename(m["path"]) for m in metas] == ["1.jpg", "2.jpg"]
+
+
+@pytest.mark.parametrize("line", ["../1.jpg", "/etc/1.jpg", "a/../../1.jpg"])
+def test_split_file_entry_leaving_the_folder_is_refused(tmp_path, line):
+    root = str(tmp_path)
+    writeImage(root, "1.jpg", [("A", 1, 1, 20, 20)])
+    with pytest.raises(MarsError, match="leaves the image folder"):
+        VocDataset(datasetConfig(root, [line]), "train", train=False)
+
+
+def test_missing_image_named_with_suffix_says_which_file(tmp_path):
+    root = str(tmp_path)
+    writeImage(root, "1.jpg", [("A", 1, 1, 20, 20)])
+    with pytest.raises(MarsError, match=r"images/7\.jpg listed in split file"):
+        VocDataset(datasetConfig(root, ["1.jpg", "7.jpg"]), "train", train=False)
+
+
+# ---------------------------------------------------------------- VOC difficult
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_difficult_objects_are_not_targets_but_ignored_ground_truth(tmp_path, train):
+    root = str(tmp_path)
+    writeImage(root, "1.jpg", [("A", 2, 2, 20, 20), ("B", 30, 10, 60, 40)], difficult=(1,))
+    dataset = VocDataset(datasetConfig(root, ["1.jpg"]), "train", train=train)
+    _, labels, meta = dataset[0]
+    assert labels[:, 0].tolist() == [0.0]  # the difficult B is no target (training and validation loss)
+    assert meta["gt"][:, 0].tolist() == [0.0, 1.0] and meta["gtIgnore"].tolist() == [False, True]
+    assert dataset.numObjects() == 1
+    everything = VocDataset(datasetConfig(root, ["1.jpg"], useDifficult=True), "train", train=train)
+    _, labels, meta = everything[0]
+    assert labels[:, 0].tolist() == [0.0, 1.0] and meta["gtIgnore"].tolist() == [False, False]

@@ -8,9 +8,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.helpers import writeVocSet
+
+pytestmark = pytest.mark.slow  # torchrun: every test trains in 1 to 3 processes
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_worker.py")
 
@@ -64,7 +67,7 @@ def assertShardedPerEpoch(ddpOut, singleOut, numSamples=8, epochs=3):
     """Each epoch the two ranks load disjoint halves of the split's 8 samples, together all of them, in the order of
     EpochBatchSampler(seed=mcfg.seed) for that epoch and rank -- a new shuffle every epoch. One process loads all 8."""
     from dl.sampler import EpochBatchSampler
-    from tests.conftest import makeConfig
+    from tests.helpers import makeConfig
     seed = makeConfig("nano", nc=2, inputShape=(64, 64)).seed
     seen = [json.loads((ddpOut / "seen{}.json".format(r)).read_text()) for r in (0, 1)]
     orders = []

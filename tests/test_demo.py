@@ -23,11 +23,11 @@ def readSplits(dataDir):
             for name in ("train", "validation", "test", "small")}
 
 
-def test_classNames():
+def test_class_names():
     assert classNames() == ["A{}".format(i) for i in range(1, 21)]
 
 
-def test_tinyGenerationIsDeterministicAndValid(tmp_path):
+def test_tiny_generation_is_deterministic_and_valid(tmp_path):
     a = generateDemoData(str(tmp_path / "a"), seed=3, objectsPerImage=(3, 5), **TINY)
     b = generateDemoData(str(tmp_path / "b"), seed=3, objectsPerImage=(3, 5), **TINY)
     c = generateDemoData(str(tmp_path / "c"), seed=4, objectsPerImage=(3, 5), **TINY)
@@ -54,7 +54,7 @@ def test_tinyGenerationIsDeterministicAndValid(tmp_path):
     assert set().union(*(classesPerStem[s] for s in splits["small"])) == set(classNames())
 
 
-def test_objectsSitOnTheirBoxes(tmp_path):
+def test_objects_sit_on_their_boxes(tmp_path):
     dataDir = generateDemoData(str(tmp_path / "d"), seed=0, objectsPerImage=(1, 3), **TINY)
     for stem in readSplits(dataDir)["train"]:
         image = cv2.imread(os.path.join(dataDir, "images", stem + ".jpg")).astype(np.float64)
@@ -66,7 +66,7 @@ def test_objectsSitOnTheirBoxes(tmp_path):
             assert len(ring) == 0 or np.linalg.norm(inside.mean((0, 1)) - ring.mean(0)) > 3
 
 
-def test_chooseSmallSplit():
+def test_choose_small_split():
     rng = np.random.default_rng(0)
     imageClasses = [{int(c) for c in rng.choice(NUM_CLASSES - 1, rng.integers(1, 4), replace=False)} for _ in range(200)]
     imageClasses[17] = {NUM_CLASSES - 1}  # the last class appears once: the choice must take image 17
@@ -77,7 +77,7 @@ def test_chooseSmallSplit():
     assert set().union(*(imageClasses[i] for i in cover)) == set().union(*imageClasses) and len(cover) > 2
 
 
-def test_ensureDemoDataReusesAndIsAtomic(tmp_path, monkeypatch):
+def test_ensure_demo_data_reuses_and_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr("demo.writer.log", lambda msg: None)
     root = str(tmp_path)
     dataDir = ensureDemoData(root, seed=1, **TINY)
@@ -138,7 +138,7 @@ def boundingBox(mask, x0=0, y0=0):
     return [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1]
 
 
-def test_hardImagesVaryInSizeAndKeepBoxesInside(hardData):
+def test_hard_images_vary_in_size_and_keep_boxes_inside(hardData):
     assert os.path.basename(hardData) == "mar20hard-v{}-s5-320to480px-6-2-2-1".format(HARD_VERSION)
     splits = readSplits(hardData)
     sizes, counts = set(), []
@@ -154,7 +154,7 @@ def test_hardImagesVaryInSizeAndKeepBoxesInside(hardData):
     assert min(counts) >= 4 and max(counts) <= 20 and sum(counts) / len(counts) >= 8  # many objects per image
 
 
-def test_hardBoxesAreTheDrawnSilhouettes():
+def test_hard_boxes_are_the_drawn_silhouettes():
     """Each box is the bounding box of its aircraft re-rasterised here; where nothing else is near, the box is exactly
     where the image differs from the same scene rendered without aircraft bodies (pixels inside differ, none
     outside), so a box neither misses drawn pixels nor takes a shadow or a margin."""
@@ -176,7 +176,7 @@ def test_hardBoxesAreTheDrawnSilhouettes():
     assert checked >= 30
 
 
-def test_hardColourCarriesNoClass():
+def test_hard_colour_carries_no_class():
     """Liveries are drawn per object: a class shows several liveries; the mean colour of an aircraft tells its class
     no better than a guess (nearest class-mean colour, leave one out; chance 1/20, the easy demo ~1), and the class
     means of each colour channel spread little more than chance makes them (variance ratio F: ~1 when independent,
@@ -203,7 +203,7 @@ def test_hardColourCarriesNoClass():
     assert (between / within).max() < 3.0
 
 
-def test_hardSmallSplitCoversTrainClasses(hardData):
+def test_hard_small_split_covers_train_classes(hardData):
     """small (asked for 1 image) takes as many train images as it needs to show every class (chooseSmallSplit)."""
     splits = readSplits(hardData)
     assert set(splits["small"]) <= set(splits["train"]) and len(splits["small"]) >= 2
@@ -214,7 +214,7 @@ def test_hardSmallSplitCoversTrainClasses(hardData):
     assert classesOf(splits["small"]) == classesOf(splits["train"]) == set(classNames())
 
 
-def test_hardGenerationIsDeterministic(hardData, tmp_path):
+def test_hard_generation_is_deterministic(hardData, tmp_path):
     again = ensureDemoData(str(tmp_path / "again"), seed=5, **HARD_TINY)
     other = ensureDemoData(str(tmp_path / "other"), seed=6, **HARD_TINY)
     for sub in ("images", "annotations", os.path.join("splits", "v5")):
@@ -227,7 +227,7 @@ def test_hardGenerationIsDeterministic(hardData, tmp_path):
     assert os.path.basename(ensureDemoData(str(tmp_path / "easy"), seed=1, **TINY)) == "mar20demo-v1-s1-96px-8-2-2-3"
 
 
-def test_hardConfigTagsCombine(tmp_path, monkeypatch):
+def test_hard_config_tags_combine(tmp_path, monkeypatch):
     """demo.<phase>.hard[.teacher|.distillation[.ld]] choose the hard data (sizes, image sides, input 320) and the
     distillation starts from demo.nano.hard.teacher; the easy tags stay as they were. No data is generated here."""
     import cfgops as configfactory

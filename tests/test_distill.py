@@ -1,5 +1,5 @@
-"""Stage 3, distillation: the CWD / response / LD terms, the frozen teacher, the student's checkpoints, the configs,
-and a tiny teacher -> distillation pipeline through mars.py."""
+"""Stage 3, distillation: the CWD / response / LD terms (float32 under autocast), the frozen teacher, the student's
+checkpoints, the configs, and a tiny teacher -> distillation pipeline through mars.py."""
 import copy
 import math
 import os
@@ -18,8 +18,7 @@ from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from model.distillation.studentmodel import YoloStudentModel, featureDict
 from model.distillation.teachermodel import YoloTeacherModel
-from tests.conftest import makeConfig
-from tests.test_train import tinyConfig
+from tests.helpers import makeConfig, tinyConfig
 from train.distilloss import (DistillationDetectionLoss, channelWiseDivergence, localisationDivergence,
                               responseDivergence)
 from train.ema import ModelEma
@@ -315,6 +314,7 @@ def methodConfig(mcfg, method):
     return mcfg.copy(distilMethod=method)
 
 
+@pytest.mark.slow
 def test_training_steps_leave_the_teacher_unchanged_and_give_student_gradients(tmp_path):
     """Six trainer steps (epoch 0 with the backbone frozen): every teacher tensor (weights and BatchNorm
     statistics) is bitwise unchanged; the checkpoints hold the student alone and load into a plain YoloModel."""
@@ -413,6 +413,7 @@ def mars(*args):
                           env=environment, timeout=600)
 
 
+@pytest.mark.slow
 def test_tiny_teacher_then_distillation_through_mars(tmp_path):
     root = str(tmp_path)
     result = mars("-cfg", "demo.nano.tiny.teacher", "-root", root, "-train")
@@ -492,3 +493,17 @@ def test_temperature_features_and_anchor_weight_reach_the_loss(teacherFile, meth
             wrong = localisationDivergence(predDist, teacherDist, other, mcfg.regMax, 2.0).item()
             assert knowledge != pytest.approx(wrong, rel=1e-4)
     assert knowledge == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- precision ---------------------------------------------------------------------------------------------------
+def test_distillation_terms_are_float32_under_autocast():
+    student, teacher = torch.randn(2, 8, 12, 12), torch.randn(2, 8, 12, 12)
+    plain = channelWiseDivergence(student, teacher, 2.0)
+
+    class Stub(DistillationDetectionLoss):
+        def compute(self, outputs, targets):  # what runs inside __call__'s autocast guard
+            return channelWiseDivergence(outputs["preds"][0], outputs["teacherPreds"][0], 2.0)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = Stub.__call__(object.__new__(Stub), {"preds": [student], "teacherPreds": [teacher]}, None)
+    assert value.dtype == torch.float32 and torch.equal(value, plain)

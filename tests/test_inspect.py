@@ -17,8 +17,7 @@ from inference.predictor import decodeOutputs
 from misc.img import imreadBgr, networkInput
 from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import writeVocSet
+from tests.helpers import makeConfig, writeVocSet
 from train.distilloss import channelWiseDivergence, localisationDivergence
 from train.loss import DetectionLoss
 from train.tal import TaskAlignedAssigner
@@ -90,7 +89,7 @@ def boxesOf(summary):
     return {os.path.basename(r["image"]): r for r in summary["images"]}
 
 
-def test_positivesLieInsideTheirBoxAtMostTopk(trainedRun):
+def test_positives_lie_inside_their_box_at_most_topk(trainedRun):
     mcfg, summary = trainedRun
     centres = anchorCentres(mcfg.inputShape)
     minSide = 16.0  # the assigner's minCandidateSize: the stride of P4
@@ -111,7 +110,7 @@ def test_positivesLieInsideTheirBoxAtMostTopk(trainedRun):
     assert numPositives >= 20
 
 
-def test_summaryIsTheAssignersForegroundMask(trainedRun):
+def test_summary_is_the_assigners_foreground_mask(trainedRun):
     """Recomputed here through another path (forward(), predictor decoding, TaskAlignedAssigner.forward)."""
     mcfg, summary = trainedRun
     model = YoloModel(mcfg).load(os.path.join(mcfg.cacheDir(), BEST_FILE)).eval()
@@ -131,7 +130,7 @@ def test_summaryIsTheAssignersForegroundMask(trainedRun):
         assert drawn == expected and drawn, record["image"]
 
 
-def test_scorePeakOfTheObjectsLevelIsInsideItsBox(trainedRun):
+def test_score_peak_of_the_objects_level_is_inside_its_box(trainedRun):
     mcfg, summary = trainedRun
     records = boxesOf(summary)
     for name in ("p.jpg", "q.jpg", "r.jpg"):
@@ -145,7 +144,7 @@ def test_scorePeakOfTheObjectsLevelIsInsideItsBox(trainedRun):
         assert stats["peakClass"] == "red" and stats["max"] > 0.3, (name, stats)
 
 
-def test_panelsSkippedImagesAndMissingAnnotation(trainedRun):
+def test_panels_skipped_images_and_missing_annotation(trainedRun):
     mcfg, summary = trainedRun
     records = boxesOf(summary)
     assert sorted(records) == ["lonely.jpg", "p.jpg", "q.jpg", "r.jpg", "s.jpg"]
@@ -161,7 +160,7 @@ def test_panelsSkippedImagesAndMissingAnnotation(trainedRun):
 
 
 @pytest.mark.parametrize("method", ["cwd", "ld"])
-def test_distillationPanelsWithoutWeightsFallBack(tmp_path, capsys, method):
+def test_distillation_panels_without_weights_fall_back(tmp_path, capsys, method):
     teacherFile = str(tmp_path / "teacher.pth")
     mcfg = tinyRunConfig(tmp_path, modelName="distillation", teacherModelFile=teacherFile, teacherClassIndexes=[0],
                          distilMethod=method, distilFeatures=("feat1", "Z"))
@@ -181,7 +180,7 @@ def test_distillationPanelsWithoutWeightsFallBack(tmp_path, capsys, method):
         assert all(v["cwd"] >= 0 for v in distillation["features"].values())
 
 
-def test_mapsAddUpToTheTrainingTerms():
+def test_maps_add_up_to_the_training_terms():
     torch.manual_seed(1)
     student, teacher = torch.randn(1, 8, 5, 6), torch.randn(1, 8, 5, 6)
     maps = cwdMaps(student, teacher, 2.0)
@@ -199,7 +198,7 @@ def test_mapsAddUpToTheTrainingTerms():
     assert value == pytest.approx(float(localisationDivergence(flatS, flatT, weight[None], regMax, 2.0)), rel=1e-5)
 
 
-def test_badInputsGiveOneErrorLine(tmp_path, capsys):
+def test_bad_inputs_give_one_error_line(tmp_path, capsys):
     root = tmp_path / "runs"
     empty, bad, mixed = tmp_path / "empty", tmp_path / "bad.png", tmp_path / "mixed"
     empty.mkdir()
@@ -215,7 +214,7 @@ def test_badInputsGiveOneErrorLine(tmp_path, capsys):
         assert code == 2 and len(errors) == 1 and errors[0].startswith("mars: error: ") and culprit in errors[0], errors
 
 
-def test_predictFolderSkipsUndecodableImages(trainedRun, tmp_path, capsys):
+def test_predict_folder_skips_undecodable_images(trainedRun, tmp_path, capsys):
     mcfg, _ = trainedRun
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -1,14 +1,13 @@
 """DetectionLoss and TaskAlignedAssigner beyond the random parity cases of test_parity.py: anchors claimed by several
 ground truths, metric ties, the compact assign() and the fixed-size assignDense() against forward(), the dense loss
-(the accelerator path) against the candidate-anchor loss (the CPU path), no host reads in the dense path, and
-half-precision head outputs."""
+(the accelerator path) against the candidate-anchor loss (the CPU path), no host reads in the dense path,
+half-precision head outputs, and a loss computed in float32 under autocast."""
 import pytest
 import torch
 
 from misc.bbox import makeAnchors
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import requireOracle
+from tests.helpers import makeConfig, requireOracle
 from train.loss import DetectionLoss
 from train.tal import TaskAlignedAssigner
 
@@ -136,3 +135,15 @@ def test_dense_step_reads_nothing_on_the_host():
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
     with pytest.raises(Exception):  # the check itself can fail: the CPU path reads sizes on the host
         DetectionLoss(mcfg, model, dense=False)(model(images), targets)
+
+
+def test_loss_is_float32_under_autocast():
+    mcfg = makeConfig("nano", nc=3, inputShape=(128, 128))
+    model = YoloModel(mcfg).train()
+    preds = [p.detach() for p in model(torch.rand(2, 3, 128, 128))]
+    targets = torch.tensor([[0, 1, 0.1, 0.1, 0.5, 0.6], [1, 2, 0.3, 0.2, 0.9, 0.7], [1, 0, 0.05, 0.5, 0.3, 0.95]])
+    loss = DetectionLoss(mcfg, model)
+    plain, plainParts = loss(preds, targets), loss.parts
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast, autocastParts = loss(preds, targets), loss.parts
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain) and torch.equal(autocastParts, plainParts)

@@ -26,7 +26,7 @@ def gt(image, classIndex, box):
 # ---------------------------------------------------------------- hand-worked cases
 
 
-def testDuplicateDetectionIsFalsePositive():
+def test_duplicate_detection_is_false_positive():
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (20, 20, 30, 30))])
     preds = torch.tensor([
         pred(0, 0, 0.9, (0, 0, 10, 10)),  # TP, gt 0
@@ -44,7 +44,7 @@ def testDuplicateDetectionIsFalsePositive():
     assert result["recall"][0].tolist() == pytest.approx([1 / 2, 1 / 2, 1])
 
 
-def testVocAllPointEnvelope():
+def test_voc_all_point_envelope():
     # 3 gts; detections by score: TP, FP, TP, FP, TP -> precision 1, 1/2, 2/3, 1/2, 3/5
     # envelope at the three TPs: 1, 2/3, 3/5 -> AP = (1 + 2/3 + 3/5) / 3
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (20, 0, 30, 10)), gt(1, 0, (0, 0, 10, 10))])
@@ -63,7 +63,7 @@ def testVocAllPointEnvelope():
     assert result["prAtThreshold"]["recall"][0].item() == pytest.approx(1.0)
 
 
-def testBestUnmatchedGtIsTaken():
+def test_best_unmatched_gt_is_taken():
     # pycocotools semantics: the second detection's best gt is taken, so it matches the other gt (IoU 0.6)
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (4, 0, 14, 10))])
     preds = torch.tensor([pred(0, 0, 0.9, (0, 0, 10, 10)), pred(0, 0, 0.8, (1, 0, 11, 10))])
@@ -71,13 +71,13 @@ def testBestUnmatchedGtIsTaken():
     assert matchDetections(preds, gts, [0.5, 0.6]).tolist() == [[True, True], [True, False]]
 
 
-def testScoreTiesKeepInputOrder():
+def test_score_ties_keep_input_order():
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10))])
     preds = torch.tensor([pred(0, 0, 0.5, (0, 0, 10, 16)), pred(0, 0, 0.5, (0, 0, 10, 10))])
     assert matchDetections(preds, gts, [0.5]).tolist() == [[True], [False]]
 
 
-def testClassWithoutGtAndImageWithoutGt():
+def test_class_without_gt_and_image_without_gt():
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10))])
     preds = torch.tensor([
         pred(0, 0, 0.9, (0, 0, 10, 10)),
@@ -92,7 +92,7 @@ def testClassWithoutGtAndImageWithoutGt():
     assert result["mAP50"] == pytest.approx(0.5)  # classes without gt are left out of the mean
 
 
-def testNoPredictionsAndNoGt():
+def test_no_predictions_and_no_gt():
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 1, (0, 0, 10, 10))])
     result = computeMap(torch.zeros((0, 7)), gts, nc=3)
     assert result["ap50Voc"][:2].tolist() == [0.0, 0.0]
@@ -104,12 +104,12 @@ def testNoPredictionsAndNoGt():
     assert computeMap(torch.zeros((0, 7)), torch.zeros((0, 6)), nc=2)["mAP50"] == 0.0
 
 
-def testBadClassIndexRaises():
+def test_bad_class_index_raises():
     with pytest.raises(ValueError, match="class indexes"):
         computeMap(torch.tensor([pred(0, 5, 0.9, (0, 0, 1, 1))]), torch.zeros((0, 6)), nc=2)
 
 
-def testConfusionMatrix():
+def test_confusion_matrix():
     gts = torch.tensor([
         gt(0, 0, (0, 0, 10, 10)),
         gt(0, 1, (20, 0, 30, 10)),
@@ -131,7 +131,7 @@ def testConfusionMatrix():
     assert confusionMatrix(torch.zeros((0, 7)), gts, nc=2).tolist() == [[0, 0, 0], [0, 0, 0], [1, 2, 0]]
 
 
-def testReportFiles(tmp_path):
+def test_report_files(tmp_path):
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (20, 20, 30, 30)), gt(1, 1, (0, 0, 10, 10))])
     preds = torch.tensor([
         pred(0, 0, 0.9, (0, 0, 10, 10)),
@@ -242,19 +242,19 @@ def assertCocoParity(preds, gts, numImages, nc, gtIgnore=None):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def testCocoParityRandom(seed):
+def test_coco_parity_random(seed):
     preds, gts = randomSet(seed, scoreDecimals=1 if seed == 3 else None)
     assertCocoParity(preds, gts, numImages=30, nc=5)
 
 
-def testCocoParityClassWithoutGt():
+def test_coco_parity_class_without_gt():
     preds, gts = randomSet(10, classWithoutGt=4)
     assert (preds[:, 1] == 4).any() and not (gts[:, 1] == 4).any()
     result = assertCocoParity(preds, gts, numImages=30, nc=5)
     assert not result["hasGt"][4] and math.isnan(result["ap5095"][4])
 
 
-def testCocoParityDuplicates():
+def test_coco_parity_duplicates():
     preds, gts = randomSet(20)
     duplicates = preds.clone()
     duplicates[:, 2] *= 0.9
@@ -262,7 +262,7 @@ def testCocoParityDuplicates():
     assertCocoParity(torch.cat([preds, duplicates]), gts, numImages=30, nc=5)
 
 
-def testCocoParityMaxDets():
+def test_coco_parity_max_dets():
     # 150 detections of one class in one image: pycocotools keeps the 100 best per image and class
     generator = torch.Generator().manual_seed(5)
     corners = torch.rand(20, 2, generator=generator) * 900
@@ -281,7 +281,7 @@ def testCocoParityMaxDets():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def testCocoParityWithIgnoredGts(seed):
+def test_coco_parity_with_ignored_gts(seed):
     """Difficult objects = pycocotools' iscrowd: detections on them are neither TP nor FP, they are not counted."""
     preds, gts = randomSet(seed)
     gtIgnore = torch.rand(gts.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.3
@@ -291,7 +291,7 @@ def testCocoParityWithIgnoredGts(seed):
     assert result["mAP5095"] != pytest.approx(plain["mAP5095"], abs=1e-4)  # the flags change the numbers
 
 
-def testDetectionOnIgnoredGtCountsNeitherWay():
+def test_detection_on_ignored_gt_counts_neither_way():
     """One regular and one difficult object, a detection on each, the one on the difficult object scored higher:
     ignored, it leaves AP at 1.0; a false positive there would halve the VOC AP."""
     gts = torch.tensor([gt(0, 0, (0, 0, 10, 10)), gt(0, 0, (50, 50, 60, 60))], dtype=torch.float64)

@@ -3,7 +3,7 @@ import torch
 
 from config.mconfig import PHASES
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
+from tests.helpers import makeConfig
 from train.loss import DetectionLoss
 
 SHAPES_640 = {  # phase -> (feat0..feat3 channels) from the spec: 128w, 256w, 512w, 512wr

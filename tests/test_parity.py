@@ -1,39 +1,20 @@
 """Parity with the reference implementation (Ultralytics): architecture, converted outputs, loss, assigner.
 Ultralytics is required (requirements-dev.txt, pinned): without it the tests fail, they never skip."""
-import contextlib
-import io
-
 import pytest
 import torch
 
 from config.mconfig import PHASE_LETTERS
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import requireOracle
+from tests.helpers import flatOutputs, makeConfig, referenceModel, requireOracle
 from tools.convert import convertStateDict, inferPhase
 from train.loss import DetectionLoss
 from train.tal import TaskAlignedAssigner
 
 requireOracle("ultralytics")
-from ultralytics.cfg import get_cfg  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.loss import v8DetectionLoss  # noqa: E402
 from ultralytics.utils.tal import TaskAlignedAssigner as RefAssigner  # noqa: E402
 
 MAX_DIFFS = {}  # phase -> max abs output difference, printed at the end (-s)
-
-
-def referenceModel(phase, nc):
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = DetectionModel("yolov8{}.yaml".format(PHASE_LETTERS[phase]), nc=nc, verbose=False)
-    model.args = get_cfg()
-    return model
-
-
-def flatOutputs(levels, regMax):
-    """Mars levels -> (boxes (B, 4*regMax, A), scores (B, nc, A)) as Ultralytics' Detect dict lays them out."""
-    flat = torch.cat([x.flatten(2) for x in levels], 2)
-    return flat[:, :4 * regMax], flat[:, 4 * regMax:]
 
 
 def randomiseBatchNorm(model):

@@ -1,14 +1,19 @@
-"""Training-batch preview (inference/preview.py): the drawn boxes sit on the objects of the augmented batch."""
+"""Training-batch preview (engine/preview.py): the drawn boxes sit on the objects of the augmented batch; the trainer
+writes train_batch.jpg when mcfg.previewBatches asks for it."""
 import math
+import os
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from dl.vocdataset import makeDataLoader
 from engine.preview import GAP, classColor, writeBatchPreview
-from tests.conftest import makeConfig
-from tests.helpers import writeVocSet
+from engine.trainer import Trainer
+from model.base.yolomodel import YoloModel
+from tests.helpers import makeConfig, tinyConfig, writeVocSet
+from train.loss import DetectionLoss
 
 CLASSES = ["red", "blue"]
 IMAGES = {
@@ -34,7 +39,7 @@ def augmentedBatch(root, seed):
     return images, targets
 
 
-def test_boxesLineUpWithTheObjects(tmp_path):
+def test_boxes_line_up_with_the_objects(tmp_path):
     """Ring check: each drawn outline has its class colour; 2 pixels inside it the preview shows the object's colour
     (the network's pixels, unchanged), 2 pixels outside the ground (the top side is left out: the label is there)."""
     numChecked = 0
@@ -68,7 +73,7 @@ def test_boxesLineUpWithTheObjects(tmp_path):
     assert numChecked >= 6
 
 
-def test_jpegOfABatchOf16At640IsCapped(tmp_path):
+def test_jpeg_of_a_batch_of_16_at_640_is_capped(tmp_path):
     """A batch of 16 at 640 px: one JPEG whose larger side is capped (its time is measured by hand, not asserted:
     speed is a benchmark's business, README gives the figure)."""
     images = torch.randint(0, 256, (16, 3, 640, 640), dtype=torch.uint8)
@@ -79,7 +84,16 @@ def test_jpegOfABatchOf16At640IsCapped(tmp_path):
     assert preview is not None and max(preview.shape[:2]) <= 1920
 
 
-def test_emptyTargets(tmp_path):
+def test_empty_targets(tmp_path):
     path = str(tmp_path / "empty.png")
     writeBatchPreview(torch.zeros((3, 3, 32, 64), dtype=torch.uint8), torch.zeros((0, 6)), CLASSES, path)
     assert cv2.imread(path).shape == (2 * (32 + GAP) - GAP, 2 * (64 + GAP) - GAP, 3)
+
+
+@pytest.mark.parametrize("previews", [0, 1, 2])
+def test_trainer_writes_the_batch_preview(tmp_path, previews):
+    mcfg = tinyConfig(tmp_path, maxEpoch=1, previewBatches=previews)  # one batch an epoch
+    Trainer(mcfg, YoloModel(mcfg), DetectionLoss).run()
+    written = sorted(f for f in os.listdir(mcfg.runDir()) if f.startswith("train_batch"))
+    assert written == (["train_batch.jpg"] if previews else [])
+    assert cv2.imread(os.path.join(mcfg.runDir(), written[0])) is not None if written else True

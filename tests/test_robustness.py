@@ -73,6 +73,7 @@ def reference(tmp_path_factory):
     return finalState(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dcore", [0, 1, 2])
 def test_sigkill_at_chosen_steps_then_resume_is_exact(reference, tmp_path, dcore):
     """4 steps per epoch, 3 epochs (global steps 0..11), dcore loader workers (tag dcore@N). SIGKILL after step 2 (no
@@ -99,6 +100,7 @@ def test_sigkill_at_chosen_steps_then_resume_is_exact(reference, tmp_path, dcore
     assertSameState(finalState(tmp_path, cfg), reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step, position, dcore", [(6, (1, 3, 12), 0), (6, (1, 3, 12), 2), (3, (0, 4, 16), 1)],
                          ids=["mid-epoch", "mid-epoch-2-workers", "last-batch-of-epoch-1-worker"])
 def test_sigterm_saves_at_the_step_and_resume_is_exact(reference, tmp_path, step, position, dcore):
@@ -117,6 +119,7 @@ def test_sigterm_saves_at_the_step_and_resume_is_exact(reference, tmp_path, step
     assertSameState(finalState(tmp_path, cfg), reference)
 
 
+@pytest.mark.slow
 def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     """In-process: SIGTERM (test hook) after global step 5 of 2 epochs x 4 steps; a new trainer's resume() holds exactly
     the checkpoint's (and the interrupted trainer's) model, EMA, EMA count, optimizer state and position;
@@ -124,7 +127,7 @@ def test_resumed_trainer_state_equals_the_checkpoint(tmp_path, monkeypatch):
     from engine.signals import TrainingInterrupted
     from engine.trainer import Trainer
     from model.base.yolomodel import YoloModel
-    from tests.test_train import tinyConfig
+    from tests.helpers import tinyConfig
     from train.loss import DetectionLoss
 
     def trainer(root):
@@ -172,7 +175,7 @@ def truncatedCheckpoint(path):
 
 def otherPhaseWeights(path):
     from model.base.yolomodel import YoloModel
-    from tests.conftest import makeConfig
+    from tests.helpers import makeConfig
     YoloModel(makeConfig("nano", nc=20)).save(str(path))
 
 
@@ -241,7 +244,7 @@ def test_bad_split_files(tmp_path, capsys, monkeypatch, splits, culprit):
 
 def test_undecodable_image_is_named(tmp_path, capsys, monkeypatch):
     from dl.vocdataset import VocDataset
-    from tests.conftest import makeConfig
+    from tests.helpers import makeConfig
     imageDir, annotationDir, subsetMap = writeVocSet(str(tmp_path), GOOD, ["A1", "A2"], {"train": list(GOOD)})
     with open(os.path.join(imageDir, "g2.jpg"), "wb") as f:
         f.write(b"\xff\xd8 not really a jpeg")
@@ -254,7 +257,7 @@ def test_undecodable_image_is_named(tmp_path, capsys, monkeypatch):
 
 
 def test_input_shape_not_multiple_of_32():
-    from tests.conftest import makeConfig
+    from tests.helpers import makeConfig
     with pytest.raises(MarsError, match=r"mcfg.inputShape=\(100, 100\)"):
         makeConfig("nano", nc=2, inputShape=(100, 100))
 
@@ -262,7 +265,7 @@ def test_input_shape_not_multiple_of_32():
 def test_non_finite_loss_is_skipped_then_stops(tmp_path):
     from engine.trainer import Trainer
     from model.base.yolomodel import YoloModel
-    from tests.test_train import tinyConfig
+    from tests.helpers import tinyConfig
     from train.loss import DetectionLoss
 
     class NanLoss(DetectionLoss):

@@ -7,8 +7,7 @@ import torch
 
 from dl.sampler import EpochBatchSampler
 from dl.vocdataset import makeDataLoader
-from tests.conftest import makeConfig
-from tests.helpers import writeVocSet
+from tests.helpers import makeConfig, writeVocSet
 
 
 def positions(sampler):

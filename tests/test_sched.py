@@ -10,8 +10,7 @@ import torch
 import torch.nn as nn
 
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import requireOracle
+from tests.helpers import makeConfig, requireOracle
 from train.opt import makeOptimizer, parameterGroups
 from train.sched import LearningRateSchedule, warmupIterations
 

@@ -6,13 +6,13 @@ import pytest
 import mars
 from engine.summary import modelSummary
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
+from tests.helpers import makeConfig
 
 ULTRALYTICS_DFL_WEIGHTS = 16  # Ultralytics' Detect holds its DFL decoding as a fixed 1x1 conv (Mars: a buffer)
 
 
 @pytest.mark.parametrize("phase, letter", [("nano", "n"), ("small", "s"), ("medium", "m")])
-def test_totalsEqualUltralyticsModelInfo(phase, letter):
+def test_totals_equal_ultralytics_model_info(phase, letter):
     from ultralytics.nn.tasks import DetectionModel
     model = YoloModel(makeConfig(phase, nc=20, inputShape=(640, 640)))
     rows, (params, gflops) = modelSummary(model, (640, 640))
@@ -27,7 +27,7 @@ def test_totalsEqualUltralyticsModelInfo(phase, letter):
     assert rows[-1][1].split() == ["1x84x80x80", "1x84x40x40", "1x84x20x20"]
 
 
-def test_summaryModeWritesModelTxt(tmp_path, capsys):
+def test_summary_mode_writes_model_txt(tmp_path, capsys):
     assert mars.main(["-cfg", "demo.nano.tiny", "-root", str(tmp_path), "-summary"]) == 0
     path = tmp_path / os.environ.get("USER", "") / "demo.nano.tiny" / "model.txt"
     if not path.is_file():  # the user name comes from the environment; find the run folder

@@ -1,3 +1,8 @@
+"""The training loop (engine/trainer.py, Trainer) on the tiny four-image set: it learns (overfits four images),
+resumes at the next epoch, a step reads nothing on the host and a skipped (non-finite) step puts the BatchNorm
+statistics back, the frozen backbone stays bitwise unchanged, mosaic closes for the last epochs. Which checkpoint a run
+keeps: test_checkpoint.py; the batch preview it writes: test_preview.py."""
+import csv
 import os
 import traceback
 
@@ -7,27 +12,11 @@ import torch
 from engine.evaluator import Evaluator
 from engine.trainer import Trainer
 from model.base.yolomodel import YoloModel
-from tests.conftest import makeConfig
-from tests.helpers import writeVocSet
+from tests.helpers import tinyConfig
 from train.loss import DetectionLoss
 
-IMAGES = {
-    "a": (64, 64, [("red", 6, 8, 30, 40)]),
-    "b": (64, 64, [("blue", 30, 20, 58, 44), ("red", 4, 44, 24, 62)]),
-    "c": (64, 64, [("blue", 10, 10, 40, 30)]),
-    "d": (64, 64, [("red", 34, 6, 60, 34), ("blue", 4, 36, 30, 60)]),
-}
 
-
-def tinyConfig(root, repeat=1, **fields):
-    imageDir, annotationDir, subsetMap = writeVocSet(str(root), IMAGES, ["red", "blue"], {"train": list(IMAGES) * repeat})
-    fields = dict(dict(imageDir=imageDir, annotationDir=annotationDir, classList=["red", "blue"], subsetMap=subsetMap,
-                       trainSplitName="train", validationSplitName="train", testSplitName="train", dcore=0, batchSize=4,
-                       augment=False, epochValidation=False, warmupEpochs=0.0, root=str(root), user="u", cfgname="tiny"),
-                  **fields)
-    return makeConfig("nano", nc=2, inputShape=(64, 64), **fields)
-
-
+@pytest.mark.slow
 def test_overfits_four_images(tmp_path):
     """Convergence: a nano model from scratch learns 4 tiny images to mAP50 >= 0.9 (under a minute of CPU).
     300 steps also let BatchNorm's running statistics (momentum 0.03) settle, which eval mode relies on."""
@@ -98,8 +87,6 @@ def test_backbone_freezing_in_the_trainer(tmp_path):
     """backboneFreezeEpochs=[0] with the real optimizer: after epoch 0 every backbone parameter and BatchNorm buffer is
     bitwise unchanged (the neck and head moved); after epoch 1 they changed; results.csv's `frozen` column says 1, 0.
     Also what the loop hands the schedule, the optimizer and the EMA: the global step, images per step, images."""
-    import csv
-
     mcfg = tinyConfig(tmp_path, repeat=2, maxEpoch=2, backboneFreezeEpochs=[0])  # 2 steps of 4 images per epoch
     model = YoloModel(mcfg)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -128,3 +115,36 @@ def test_backbone_freezing_in_the_trainer(tmp_path):
     assert [float(row["lr"]) for row in rows] == [pytest.approx(trainer.schedule.decayed(s), rel=1e-5) for s in (1, 3)]
     assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(mcfg.optimizerWeightDecay * 4 / 64)
     assert trainer.ema.updates == pytest.approx(16 / 64)
+
+
+def test_mosaic_closes_for_the_last_epochs(tmp_path):
+    mcfg = tinyConfig(tmp_path, maxEpoch=3, augment=True, mosaic=1.0, closeMosaicEpochs=1)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    seen = []
+    trainer.trainEpoch = lambda epoch, frozen: (seen.append(trainer.trainLoader.dataset.mosaic) or ([0.0] * 3, 0.0, 0.0))
+    trainer.run()
+    assert seen == [1.0, 1.0, 0.0]
+
+
+def test_skipped_step_restores_batch_norm_statistics(tmp_path, monkeypatch):
+    """A NaN batch: the forward poisons every BatchNorm running mean/var, the step is skipped on the device, and the
+    statistics from before the step are put back (bitwise); a finite step after it moves them as usual."""
+    import engine.trainer as base
+    mcfg = tinyConfig(tmp_path, maxEpoch=1)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer.model.train()
+    images, targets, _ = next(iter(trainer.trainLoader))
+    norms = {k: v.clone() for k, v in trainer.model.state_dict().items() if "running" in k or "num_batches" in k}
+    assert len(norms) > 100
+    toDevice = base.imagesToDevice
+    monkeypatch.setattr(base, "imagesToDevice", lambda *a, **k: toDevice(*a, **k) * float("nan"))
+    trainer.trainStep(0, images, targets, torch.zeros(3))
+    assert trainer.skips.tolist()[0] == 1.0
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in norms.items())
+    monkeypatch.setattr(base, "imagesToDevice", toDevice)
+    trainer.trainStep(1, images, targets, torch.zeros(3))
+    assert trainer.skips.tolist()[0] == 1.0
+    state = trainer.model.state_dict()
+    assert all(torch.isfinite(state[k]).all() for k in norms)
+    assert not torch.equal(state["backbone.stem.bn.running_mean"], norms["backbone.stem.bn.running_mean"])
