@@ -1,5 +1,5 @@
-"""Config tags (config/tags.py, cfgops/): the pretrained tag points at resources/ and a missing file says how to
-make it; epoch@N sets every stage's epochs and the student's frozen quarter."""
+"""The config (config/, cfgops/): the pretrained tag points at resources/ and a missing file says how to make it;
+epoch@N sets every stage's epochs and the student's frozen quarter; a config is final after finalize()."""
 import os
 
 import pytest
@@ -7,6 +7,7 @@ import torch
 
 from cfgops import c1, demo
 from cfgops import makeConfig as makeNamedConfig
+from config.mconfig import ModelConfig
 from config.tags import pretrainedBackbonePath
 from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
@@ -39,3 +40,23 @@ def test_epoch_tag_wins_over_the_file_epochs():
     assert student.maxEpoch == 30 and student.backboneFreezeEpochs == list(range(7))
     assert c1.mcfg(["nano", "distillation"]).backboneFreezeEpochs == list(range(25))
     assert demo.mcfg(["nano", "distillation", "epoch@20"]).backboneFreezeEpochs == list(range(5))
+
+
+def test_config_is_final_after_finalize_and_copies_are_checked():
+    """finalize() makes the config final: setting a knob afterwards, or a knob that does not exist (a typo, an old
+    name), stops with one line naming it and the fix; copy(knob=value) gives a new final config, checked again, and
+    leaves the original as it was."""
+    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64))
+    with pytest.raises(MarsError, match=r"mcfg.maxEpoch cannot change .* mcfg.copy\(maxEpoch=...\)"):
+        mcfg.maxEpoch = 3
+    fresh = ModelConfig()
+    with pytest.raises(MarsError, match="mcfg.paintScoreThreshold is not a knob .*mcfg.reportScoreThreshold"):
+        fresh.paintScoreThreshold = 0.3
+    with pytest.raises(MarsError, match="mcfg.batchsize is not a knob .*mcfg.batchSize"):
+        fresh.batchsize = 8
+    other = mcfg.copy(maxEpoch=3, inputShape=[96, 96])
+    assert (other.maxEpoch, other.inputShape, mcfg.maxEpoch, mcfg.inputShape) == (3, (96, 96), 200, (64, 64))
+    with pytest.raises(MarsError, match="mcfg.inputShape"):
+        mcfg.copy(inputShape=(60, 60))  # checked again: not a multiple of 32
+    with pytest.raises(MarsError, match="cannot change"):
+        other.seed = 1

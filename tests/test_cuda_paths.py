@@ -146,3 +146,17 @@ def test_distillation_step_copies_nothing_to_the_device(tmp_path, monkeypatch, m
     monkeypatch.undo()
     assert indexed == [] and copies.found == []
     assert value.device.type == "meta"
+
+
+def test_a_checkpoint_resumes_into_a_channels_last_model(tmp_path):
+    """CUDA trains in channels_last: a checkpoint saved from a contiguous CPU model loads into a channels_last model
+    with every weight equal and the memory format kept (load_state_dict copies into the existing tensors)."""
+    mcfg = tinyConfig(tmp_path, maxEpoch=1)
+    trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss)
+    trainer.run()
+    resumed = Trainer(mcfg.copy(maxEpoch=2), YoloModel(mcfg).to(memory_format=torch.channels_last), DetectionLoss)
+    resumed.resume()
+    for (name, saved), loaded in zip(trainer.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(saved, loaded), name
+        if loaded.dim() == 4:
+            assert loaded.is_contiguous(memory_format=torch.channels_last), name
