@@ -22,8 +22,8 @@ from config.mconfig import DEMO_STYLES
 from demo import hard
 from demo.easy import drawImage
 from demo.shapes import NUM_CLASSES, ClassDeck, aircraftParts, classNames
-from misc.log import log
 from misc.errors import MarsError
+from misc.log import log
 from misc.xml import vocXmlText
 
 DEMO_VERSION = 1  # bump when the easy drawing changes, so cached demo data is regenerated (hard: hard.HARD_VERSION)

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from dl.aug import augmentFromConfig, mosaicCanvas
 from dl.sampler import EpochBatchSampler
 from misc.dist import rank, worldSize
+from misc.errors import MarsError
 from misc.img import IMAGE_SUFFIXES, boxesToLetterbox, imreadBgr, letterboxGeometry, networkInput
 from misc.log import log
-from misc.errors import MarsError
 from misc.xml import readVocXml
 
 

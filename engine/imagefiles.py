@@ -1,9 +1,9 @@
 """Image files given on the command line (-predict PATH, -inspect PATH): listing, decoding, skipping bad ones."""
 import os
 
+from misc.errors import MarsError
 from misc.img import IMAGE_SUFFIXES, imreadBgr
 from misc.log import log, warn
-from misc.errors import MarsError
 
 
 def listImages(path, flag):

@@ -13,8 +13,8 @@ from engine.trainer import makeTrainer
 from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.dist import isMain
-from misc.img import boxesFromLetterbox, imagesToDevice, networkInput
 from misc.files import atomicWrite
+from misc.img import boxesFromLetterbox, imagesToDevice, networkInput
 from misc.log import addFileLog, log, setQuiet
 from misc.seed import seedEverything
 from model import makeModel

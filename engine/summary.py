@@ -12,8 +12,8 @@ import os
 import torch
 import torch.nn as nn
 
-from misc.log import log
 from misc.files import atomicWrite
+from misc.log import log
 from model.base.yolomodel import YoloModel
 
 BATCHNORM_OPS = 4  # operations per element of an unfused BatchNorm, as thop counts them

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dl.vocdataset import VocDataset
-from engine.modes import predict
 from engine.evaluator import Evaluator
+from engine.modes import predict
 from engine.trainer import Trainer
 from inference.painter import FP_COLOR, GT_COLOR, TP_COLOR, paintImage
 from misc.img import imreadBgr, networkInput

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from cfgops import c1, demo
-from config.mconfig import DISTIL_FEATURES
 from cfgops import makeConfig as makeNamedConfig
+from config.mconfig import DISTIL_FEATURES
 from engine.trainer import Trainer
 from misc.errors import MarsError
 from model.base.yolomodel import YoloModel

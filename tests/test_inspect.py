@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import mars
-from engine.modes import predict
+from engine.checkpoint import BEST_FILE
 from engine.inspection import inspect
 from engine.inspectmaps import cwdMaps, ldMaps
-from engine.checkpoint import BEST_FILE
-from misc.img import imagesToDevice
+from engine.modes import predict
 from inference.predictor import decodeOutputs
-from misc.img import imreadBgr, networkInput
 from misc.errors import MarsError
+from misc.img import imagesToDevice
+from misc.img import imreadBgr, networkInput
 from model.base.yolomodel import YoloModel
 from tests.helpers import makeConfig, writeVocSet
 from train.distilloss import channelWiseDivergence, localisationDivergence
