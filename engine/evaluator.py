@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
+from eval.coco import writeCocoFiles
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import writeConfusionMatrix, writeReport
 from inference.painter import paintImage
@@ -34,6 +35,17 @@ def gtRows(metas):
     return (torch.cat(rows), torch.cat(ignore)) if rows else (torch.zeros(0, 6), torch.zeros(0, dtype=torch.bool))
 
 
+def imageRecords(metas, imageDir):
+    """-> [(index, fileName, width, height)] of a batch: fileName relative to imageDir (the path itself when it lies
+    elsewhere), width and height of the original image."""
+    records = []
+    for m in metas:
+        relative = os.path.relpath(m["path"], imageDir) if imageDir else m["path"]
+        fileName = m["path"] if relative.startswith("..") else relative
+        records.append((m["index"], fileName.replace(os.sep, "/"), m["origShape"][1], m["origShape"][0]))
+    return records
+
+
 class Evaluator(object):
     def __init__(self, mcfg):
         self.mcfg = mcfg
@@ -42,20 +54,22 @@ class Evaluator(object):
 
     @torch.no_grad()
     def evaluate(self, model, splitName, paint=False, outDir=None):
-        """mAP of model on a split; with outDir, also the report files, and painted images when paint.
+        """mAP of model on a split; with outDir, also the report files, the evaluation's inputs in COCO's format
+        (detections.json, groundtruth.json: eval/coco.py), and painted images when paint.
         Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
         if splitName not in self.loaders:
             self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
         loader = self.loaders[splitName]
-        allPreds, allGts, allIgnore = [], [], []
+        allPreds, allGts, allIgnore, imageList = [], [], [], []
         for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
             images = imagesToDevice(images, self.device)
             preds, (gts, ignore) = detectionsToRows(predictor(images), metas), gtRows(metas)
             allPreds.append(preds)
             allGts.append(gts)
             allIgnore.append(ignore)
+            imageList += imageRecords(metas, self.mcfg.imageDir)
             if paint and outDir:
                 self.paintBatch(preds, gts, metas, os.path.join(outDir, "painted"))
         preds, gts, ignore = torch.cat(allPreds), torch.cat(allGts), torch.cat(allIgnore)
@@ -65,6 +79,7 @@ class Evaluator(object):
             table = writeReport(result, self.mcfg.classList, outDir)
             matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
+            writeCocoFiles(outDir, preds, gts, ignore, imageList, self.mcfg.classList)
             log(table)
             log("evaluation files: {}".format(outDir))
         return result

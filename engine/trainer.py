@@ -2,7 +2,7 @@
 
 Per epoch: freeze/unfreeze the backbone, seed the epoch's randomness; per batch: to device, autocast forward, loss,
 (scaled) backward, clip, step, EMA; every LOG_EVERY steps: progress bar; at epoch end: validate, checkpoint,
-results.csv, curves.png.
+results.csv, curves.png, and <run>/tensorboard/ when tensorboard is installed (engine/tensorboard.py).
 
 Inside a step the host never reads a value from the device (on a GPU such a read waits for every queued kernel):
 a step with a non-finite loss or gradient is skipped on the device (the fused optimizer's found_inf, EMA weight 0)
@@ -23,6 +23,7 @@ from engine.device import autocastDtype, setDeterminism
 from engine.evaluator import Evaluator
 from engine.preview import writeBatchPreview
 from engine.signals import TrainingInterrupted, testFault
+from engine.tensorboard import makeBoardWriter
 from misc.dist import allTrue, anyRank, isMain, mainWaiter, rank, worldSize
 from misc.errors import MarsError
 from misc.img import imagesToDevice
@@ -60,8 +61,9 @@ class Trainer(object):
     Order of calls: run() -> resume() -> per epoch runEpoch(): freeze or unfreeze the backbone, wrapModel(),
     setMosaic(), seedEpoch(), trainEpoch() -> trainStep() per batch (report() every LOG_EVERY steps,
     stopRequested() after each step: saveState() and TrainingInterrupted on a signal) -> on rank 0 endEpoch():
-    validate(), the evaluator's mAP when due, saveEpoch() (checkpoints, results.csv, curves.png) -> every rank
-    waits for rank 0 (waitForMain) before the next epoch.
+    validate(), the evaluator's mAP when due, saveEpoch() (checkpoints, results.csv, curves.png), the row to
+    self.board (<run>/tensorboard/, when tensorboard is installed) -> every rank waits for rank 0 (waitForMain)
+    before the next epoch.
     """
 
     def __init__(self, mcfg, model, lossFactory, evaluator=None):
@@ -98,6 +100,7 @@ class Trainer(object):
         self.fault = testFault()
         self.checkpointer = Checkpointer(mcfg, self.model, self.ema, self.optimizer, self.scaler)
         self.previewsLeft = mcfg.previewBatches if self.isMain else 0  # first batches drawn to <run>/train_batch*.jpg
+        self.board = None  # rank 0 with tensorboard installed: <run>/tensorboard/ (engine/tensorboard.py), set by run()
 
     # --- checkpoints -----------------------------------------------------
     def position(self, epochsDone, batchesDone=0, partialParts=None, epochPosition=0):
@@ -173,10 +176,13 @@ class Trainer(object):
                                                                                            self.mcfg.cacheDir()))
             return
         previous = {s: signal.signal(s, self.onSignal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.board = makeBoardWriter(self.mcfg, self.startEpoch) if self.isMain else None
         try:
             for epoch in range(self.startEpoch, self.mcfg.maxEpoch):
                 self.runEpoch(epoch)
         finally:
+            if self.board is not None:
+                self.board.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
@@ -235,6 +241,8 @@ class Trainer(object):
         row["seconds"] = time.time() - started
         self.history.append(row)
         self.saveEpoch(epoch + 1, metric)
+        if self.board is not None:
+            self.board.writeEpoch(row)
 
     def trainEpoch(self, epoch, frozen):
         """One pass over the training split -> (mean unweighted box, cls, dfl loss, last lr, seconds spent waiting for
@@ -253,6 +261,8 @@ class Trainer(object):
             dataSeconds += time.perf_counter() - waitStarted  # the step waited this long for the loader
             if self.previewsLeft:
                 self.writePreview(images, targets)
+            if self.board is not None and i == first:
+                self.board.keepBatch(images, targets)  # the epoch's first batch, on the board with its row
             lr = self.trainStep(epoch * numBatches + i, images, targets, total)
             if self.fault is not None and self.fault[1] == epoch * numBatches + i:
                 os.kill(os.getpid(), self.fault[0])  # test-only (MARS_TEST_FAULT): a signal right after this step

@@ -143,3 +143,30 @@ def datasetConfig(root, lines, **fields):
     fields = dict(dict(imageDir=os.path.join(root, "images"), annotationDir=os.path.join(root, "annotations"),
                        classList=["A", "B"], subsetMap={"train": split}, dcore=0, batchSize=2, augment=False), **fields)
     return makeConfig("nano", nc=2, inputShape=(64, 64), **fields)
+
+
+# ---------------------------------------------------------------- a detector with a fixed, image-independent output
+
+
+class FixedOutputModel(torch.nn.Module):
+    """Stands in for a YoloModel where only the predictor's decoding, NMS and what follows are under test: forward
+    returns the same seeded random levels [(B, 4 * regMax + nc, H / s, W / s)] for every image. Box logits decay with
+    the DFL bin (distances of about one or two strides, boxes of varied sizes), class logits spread over scores from
+    ~0.001 to ~0.9 (no ties)."""
+
+    def __init__(self, mcfg, seed=0):
+        super().__init__()
+        from model.base.yolomodel import STRIDES
+        self.nc, self.regMax, self.strides = mcfg.nc, mcfg.regMax, STRIDES
+        generator = torch.Generator().manual_seed(seed)
+        height, width = mcfg.inputShape
+        self.levels = []
+        for stride in self.strides:
+            cells = (height // stride, width // stride)
+            box = torch.randn((4, self.regMax) + cells, generator=generator) * 1.5
+            box -= 0.8 * torch.arange(self.regMax, dtype=torch.float32)[None, :, None, None]
+            cls = torch.randn((self.nc,) + cells, generator=generator) * 2.0 - 3.0
+            self.levels.append(torch.cat([box.reshape((4 * self.regMax,) + cells), cls]))
+
+    def forward(self, images):
+        return [level[None].expand(images.shape[0], -1, -1, -1).to(images.device) for level in self.levels]
