@@ -8,7 +8,8 @@ from tqdm import tqdm
 from dl.vocdataset import makeDataLoader
 from eval.coco import writeCocoFiles
 from eval.map import computeMap, confusionMatrix, matchDetections
-from eval.report import writeConfusionMatrix, writeReport
+from eval.report import errorLine, writeConfusionMatrix, writeErrors, writeReport
+from eval.tide import tideBreakdown
 from inference.painter import paintImage
 from inference.predictor import Predictor
 from misc.img import boxesFromLetterbox, imagesToDevice, imreadBgr
@@ -55,7 +56,8 @@ class Evaluator(object):
     @torch.no_grad()
     def evaluate(self, model, splitName, paint=False, outDir=None):
         """mAP of model on a split; with outDir, also the report files, the evaluation's inputs in COCO's format
-        (detections.json, groundtruth.json: eval/coco.py), and painted images when paint.
+        (detections.json, groundtruth.json: eval/coco.py), TIDE's error breakdown (errors.csv, result["errors"]:
+        eval/tide.py), and painted images when paint.
         Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
@@ -80,7 +82,11 @@ class Evaluator(object):
             matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
             writeCocoFiles(outDir, preds, gts, ignore, imageList, self.mcfg.classList)
+            tide = tideBreakdown(preds, gts, self.mcfg.nc, ignore)
+            writeErrors(tide, self.mcfg.classList, os.path.join(outDir, "errors.csv"))
+            result["errors"] = tide
             log(table)
+            log(errorLine(tide))
             log("evaluation files: {}".format(outDir))
         return result
 

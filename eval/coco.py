@@ -6,7 +6,8 @@ Ids (all 1-based, as the COCO data sets; pycocotools' COCOeval takes an annotati
     category_id = class index + 1 (categories list every class of classList, with and without ground truth),
     annotation id = 1..G in the evaluator's ground-truth order.
 Boxes are [x, y, w, h] in original-image pixels, the very boxes the evaluator's mAP used (full float precision, no
-rounding: x + w gives back x1); area = w * h; iscrowd = 1 for the ignored ground truths (VOC difficult, the
+rounding: x + w gives back x1); area = w * h; segmentation = the box as one polygon (VOC has no masks; tools
+such as tidecv read the field); iscrowd = 1 for the ignored ground truths (VOC difficult, the
 evaluator's gtIgnore), which pycocotools treats as the evaluator does. Every detection the mAP was computed from is
 written (all scores above the NMS threshold, not only those above reportScoreThreshold).
 """
@@ -45,9 +46,11 @@ def cocoGroundTruth(gts, gtIgnore, images, classList):
     areas = (boxes[:, 2] * boxes[:, 3]).tolist()
     imageIds = (gts[:, 0].astype(np.int64) + 1).tolist()
     categoryIds = (gts[:, 1].astype(np.int64) + 1).tolist()
-    annotations = [{"id": n + 1, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": k}
-                   for n, (i, c, b, a, k) in enumerate(zip(imageIds, categoryIds, boxes.tolist(), areas,
-                                                           ignore.astype(int).tolist()))]
+    corners = gts[:, [2, 3, 4, 3, 4, 5, 2, 5]].tolist()  # the box as a polygon (VOC has no masks)
+    annotations = [{"id": n + 1, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": k,
+                    "segmentation": [p]}
+                   for n, (i, c, b, a, k, p) in enumerate(zip(imageIds, categoryIds, boxes.tolist(), areas,
+                                                              ignore.astype(int).tolist(), corners))]
     return {
         "images": [{"id": int(index) + 1, "file_name": fileName, "width": int(width), "height": int(height)}
                    for index, fileName, width, height in images],

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 
+from eval.tide import MAIN_ERRORS, SPECIAL_ERRORS
 from misc.figure import newFigure
 from misc.files import atomicWrite
 
@@ -144,3 +145,33 @@ def writeConfusionMatrix(matrix, classList, path):
     if directory:
         os.makedirs(directory, exist_ok=True)
     figure.savefig(path, dpi=150, bbox_inches="tight")
+
+
+def errorLine(tide):
+    """The overall TIDE line printed under the mAP table: dAP of each main and special error, in AP points."""
+    main = " ".join("{}={:.2f}".format(k, tide["dAP"][k]) for k in MAIN_ERRORS)
+    special = " ".join("{}={:.2f}".format(k, tide["dAP"][k]) for k in SPECIAL_ERRORS)
+    return "errors (TIDE dAP, AP50 points lost; mAP50 {:.2f}): {} | {}".format(tide["mAP"], main, special)
+
+
+def writeErrors(tide, classList, path):
+    """errors.csv: TIDE's breakdown (eval/tide.py) per class and overall (row "all"): the class's AP50 as TIDE counts
+    it, then the AP points each kind of error costs (dAP: Cls, Loc, Both, Dupe, Bkg, Miss, FalsePos, FalseNeg) and the
+    number of errors of each main kind (overall row only; per class blank). Classes TIDE leaves out of its mean (no
+    detection and no ground truth) have empty cells."""
+    kinds = MAIN_ERRORS + SPECIAL_ERRORS
+    header = ["class", "AP50"] + ["dAP " + k for k in kinds] + ["count " + k for k in MAIN_ERRORS]
+    rows = [["all", tide["mAP"]] + [tide["dAP"][k] for k in kinds] + [tide["counts"][k] for k in MAIN_ERRORS]]
+    for c, name in enumerate(classList):
+        ap = tide["perClassAp"][c]
+        cells = [ap] + [tide["perClassDAp"][k][c] for k in kinds]
+        rows.append([name] + ["" if v != v else v for v in cells] + [""] * len(MAIN_ERRORS))  # NaN: left out
+
+    def write(f):
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([repr(float(v)) if isinstance(v, float) else v for v in row])
+        f.write(text.getvalue().encode())
+    atomicWrite(path, write)

@@ -41,7 +41,8 @@ def test_pipe_leaves_its_files(tinyRun):
         assert len(f.read().strip().splitlines()) == 1 + 2  # header + 2 epochs
     painted = os.listdir(run / "eval" / "painted")
     assert len(painted) == 8 and all(p.endswith(".jpg") for p in painted)
-    assert result.stdout.strip().splitlines()[-2].startswith("mAP50=")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-3].startswith("mAP50=") and lines[-2].startswith("errors (TIDE dAP"), lines[-4:]
 
 
 @pytest.mark.slow

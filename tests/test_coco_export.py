@@ -88,7 +88,8 @@ def test_coco_files_give_pycocotools_the_evaluators_map(tmp_path):
         mine = [a for a in gt["annotations"] if a["image_id"] == image["id"]]
         assert [a["iscrowd"] for a in mine] == [int(i in difficult) for i in range(len(rows))]
         for (name, x0, y0, x1, y1), a in zip(rows, mine):
-            assert set(a) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}
+            assert set(a) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"}
+            assert a["segmentation"] == [[x0, y0, x1, y0, x1, y1, x0, y1]]
             assert a["category_id"] == "AB".index(name) + 1
             assert a["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0]) and a["area"] == pytest.approx(
                 (x1 - x0) * (y1 - y0))
@@ -110,3 +111,49 @@ def test_coco_files_give_pycocotools_the_evaluators_map(tmp_path):
     assert result["mAP50Coco"] == pytest.approx(stats[1], abs=1e-6)
     assert result["numGt"].sum() == 3 * len(SHAPES)  # the difficult ones are not counted
     assert np.isfinite(stats[0])
+
+
+def tidecvOnFiles(gtPath, dtPath):
+    """tidecv 1.0.1's own breakdown (the oracle) of the COCO files: (mAP50, {kind: dAP}) in AP points."""
+    tidecv = requireOracle("tidecv")
+    from tidecv import datasets
+    with contextlib.redirect_stdout(io.StringIO()):
+        tide = tidecv.TIDE()
+        tide.evaluate(datasets.COCO(gtPath), datasets.COCOResult(dtPath), mode=tidecv.TIDE.BOX)
+        errors = tide.get_all_errors()
+    run = next(iter(tide.runs.values()))
+    dAP = dict(errors["main"][next(iter(errors["main"]))], **errors["special"][next(iter(errors["special"]))])
+    return run.ap, dAP
+
+
+def test_errors_csv_equals_tidecv_on_the_eval_files(tmp_path):
+    """errors.csv's overall row (eval/tide.py through the evaluator) equals tidecv's breakdown of the evaluation's own
+    COCO files (difficult boxes as iscrowd: tidecv's ignore regions), every kind to 1e-6; each class row's dAP sum is
+    finite where the class takes part; the printed line is the overall row."""
+    import csv
+    root = str(tmp_path / "data")
+    for fileName, shape in SHAPES.items():
+        writeImage(root, fileName, [], shape=shape)
+    mcfg = datasetConfig(root, list(SHAPES), reportScoreThreshold=0.5)
+    model = FixedOutputModel(mcfg)
+    first = str(tmp_path / "first")
+    Evaluator(mcfg).evaluate(model, "train", outDir=first)
+    with open(os.path.join(first, "detections.json")) as f:
+        objects = groundTruthFrom(json.load(f), list(SHAPES))
+    for fileName, shape in SHAPES.items():
+        rows, difficult = objects[fileName]
+        writeImage(root, fileName, rows + [("B", 2, 40, 30, 60)], shape=shape, difficult=difficult)  # + a wrong-class gt
+
+    out = str(tmp_path / "eval")
+    result = Evaluator(mcfg).evaluate(model, "train", outDir=out)
+    with open(os.path.join(out, "errors.csv")) as f:
+        table = {row["class"]: row for row in csv.DictReader(f)}
+    mAP, dAP = tidecvOnFiles(os.path.join(out, "groundtruth.json"), os.path.join(out, "detections.json"))
+    overall = table["all"]
+    assert float(overall["AP50"]) == pytest.approx(mAP, abs=1e-6)
+    assert set(dAP) == {"Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg"}
+    for kind, value in dAP.items():
+        assert float(overall["dAP " + kind]) == pytest.approx(value, abs=1e-6), kind
+    assert sum(int(overall["count " + k]) for k in ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")) > 0
+    assert result["errors"]["mAP"] == pytest.approx(mAP, abs=1e-6)
+    assert set(table) == {"all", "A", "B"}

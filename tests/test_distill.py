@@ -420,7 +420,8 @@ def test_tiny_teacher_then_distillation_through_mars(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     result = mars("-cfg", "demo.nano.tiny.distillation", "-root", root, "-pipe")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-2].startswith("mAP50=")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-3].startswith("mAP50=") and lines[-2].startswith("errors (TIDE dAP"), lines[-4:]
     run = os.path.join(root, "tester", "demo.nano.tiny.distillation")
     last = torch.load(os.path.join(run, "__cache__", "last_epoch_weights.pth"), weights_only=True)
     assert not any("teacher" in key for key in list(last["model"]) + list(last["ema"]))
