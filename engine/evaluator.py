@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from dl.vocdataset import makeDataLoader
+from engine.gallery import writeErrorGallery
 from eval.coco import writeCocoFiles
 from eval.map import computeMap, confusionMatrix, matchDetections
 from eval.report import errorLine, writeConfusionMatrix, writeErrors, writeReport
@@ -57,14 +58,15 @@ class Evaluator(object):
     def evaluate(self, model, splitName, paint=False, outDir=None):
         """mAP of model on a split; with outDir, also the report files, the evaluation's inputs in COCO's format
         (detections.json, groundtruth.json: eval/coco.py), TIDE's error breakdown (errors.csv, result["errors"]:
-        eval/tide.py), and painted images when paint.
+        eval/tide.py), the worst images per error kind (errors/, errors.png: engine/gallery.py), and painted images
+        when paint.
         Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
         if splitName not in self.loaders:
             self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
         loader = self.loaders[splitName]
-        allPreds, allGts, allIgnore, imageList = [], [], [], []
+        allPreds, allGts, allIgnore, imageList, imagePaths = [], [], [], [], {}
         for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
             images = imagesToDevice(images, self.device)
             preds, (gts, ignore) = detectionsToRows(predictor(images), metas), gtRows(metas)
@@ -72,6 +74,7 @@ class Evaluator(object):
             allGts.append(gts)
             allIgnore.append(ignore)
             imageList += imageRecords(metas, self.mcfg.imageDir)
+            imagePaths.update((int(m["index"]), m["path"]) for m in metas)
             if paint and outDir:
                 self.paintBatch(preds, gts, metas, os.path.join(outDir, "painted"))
         preds, gts, ignore = torch.cat(allPreds), torch.cat(allGts), torch.cat(allIgnore)
@@ -82,8 +85,9 @@ class Evaluator(object):
             matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
             writeCocoFiles(outDir, preds, gts, ignore, imageList, self.mcfg.classList)
-            tide = tideBreakdown(preds, gts, self.mcfg.nc, ignore)
+            tide = tideBreakdown(preds, gts, self.mcfg.nc, ignore, perImage=True)
             writeErrors(tide, self.mcfg.classList, os.path.join(outDir, "errors.csv"))
+            writeErrorGallery(outDir, tide, preds, gts, imagePaths, self.mcfg.classList)
             result["errors"] = tide
             log(table)
             log(errorLine(tide))

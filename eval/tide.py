@@ -179,7 +179,63 @@ def _evaluate(entries, numGt, allowed, nc):
     return ap, (sum(ap[inMean].tolist()) / int(inMean.sum()) if inMean.any() else float("nan"))
 
 
-def tideBreakdown(preds, gts, nc, gtIgnore=None, maxDets=100, posThreshold=0.5, bgThreshold=0.1):
+def _imageLoss(numKept, predImage, predClass, rows, code, isError, ignored, isBest, target, gtClass, gtImage, missed,
+               matched, numGt, allowed, baseMap, nc):
+    """AP lost to each main kind in each image (tideBreakdown's perImage): {kind: (images (n,) int, loss (n,) float)}.
+    loss = mAP with only that image's errors of that kind fixed (step 5's fix, the same AP data set as the kind's
+    overall fix) - mAP; not clamped. Only the classes the fix touches are recomputed."""
+    seq = np.arange(numKept)
+    errorKept = isError & ~ignored
+    # the AP data set with nothing fixed, laid out as the fixed sets lay it out (errors: key seq; TPs: seq + numKept)
+    refMask = errorKept | matched
+    refClass, refScore = predClass[refMask], rows[refMask, 2]
+    refTrue, refKey = matched[refMask], seq[refMask] + numKept * matched[refMask]
+    byClass = np.argsort(refClass, kind="stable")
+    bounds = np.searchsorted(refClass[byClass], np.arange(nc + 1))
+    classRows = [byClass[bounds[c]:bounds[c + 1]] for c in range(nc)]
+    refAp = _apPerClass(refClass, refScore, refTrue, refKey, numGt, nc)
+    count = np.bincount(refClass, minlength=nc)
+    inMean = allowed & ((count > 0) | (numGt > 0))
+    refSum, refN = float(np.nansum(refAp[inMean])), int(inMean.sum())
+
+    def lossOf(removed, addClass, addScore, addKey, gtDrop):
+        """mAP change when the detections seq `removed` leave and (addClass, addScore, addKey) join as TPs."""
+        total, n = refSum, refN
+        for c in np.unique(np.concatenate([predClass[removed], addClass, gtDrop])).tolist():
+            rowsC = classRows[c]
+            keep = rowsC[~np.isin(refKey[rowsC], removed)]
+            mine = addClass == c
+            score = np.concatenate([refScore[keep], addScore[mine]])
+            isTrue = np.concatenate([refTrue[keep], np.ones(int(mine.sum()), bool)])
+            key = np.concatenate([refKey[keep], addKey[mine]])
+            gtCount = numGt[c] - int((gtDrop == c).sum())
+            ap = _apPerClass(np.zeros(score.shape[0], np.int64), score, isTrue, key, np.array([gtCount]), 1)[0]
+            was = bool(inMean[c])
+            now = bool(allowed[c]) and (score.shape[0] > 0 or gtCount > 0)
+            total += (ap if now else 0.0) - (refAp[c] if was else 0.0)
+            n += int(now) - int(was)
+        return (total / n if n else float("nan")) - baseMap
+
+    result = {}
+    empty = np.zeros(0, np.int64)
+    for name, kind in (("Cls", _CLS), ("Loc", _LOC), ("Both", _BOTH), ("Dupe", _DUPE), ("Bkg", _BKG)):
+        fixes = np.nonzero((code == kind) & isError)[0]
+        images = np.unique(predImage[fixes])
+        losses = []
+        for image in images.tolist():
+            mine = fixes[predImage[fixes] == image]
+            turned = mine[isBest[mine]]
+            turnedClass = gtClass[target[turned]] if kind == _CLS else predClass[turned]
+            removed = mine[errorKept[mine]]
+            losses.append(lossOf(removed, turnedClass, rows[turned, 2], turned, empty))
+        result[name] = (images, np.array(losses, dtype=np.float64))
+    images = np.unique(gtImage[missed])
+    losses = [lossOf(empty, empty, np.zeros(0), empty, gtClass[missed & (gtImage == image)]) for image in images.tolist()]
+    result["Miss"] = (images, np.array(losses, dtype=np.float64))
+    return result
+
+
+def tideBreakdown(preds, gts, nc, gtIgnore=None, maxDets=100, posThreshold=0.5, bgThreshold=0.1, perImage=False):
     """TIDE's error breakdown of detections against ground truths (module docstring: rules and units).
 
     Args:
@@ -196,6 +252,12 @@ def tideBreakdown(preds, gts, nc, gtIgnore=None, maxDets=100, posThreshold=0.5, 
         predError: (P,) str per detection in input order: "TP", one of the five detection error kinds, or "" when
             past maxDets. predIgnored: (P,) bool, detections ignored through a difficult gt.
         gtMissed: (G,) bool, the gts counted as Miss errors.
+        predTarget: (P,) int, the gt row (input order) a Cls or Loc detection targets (step 4), -1 for the others.
+        imageLoss (only with perImage): {kind: (images (n,) int, loss (n,) float)} for the six main kinds, the
+            images with at least one error of that kind (ascending) and the AP points lost to it there: mAP with only
+            that image's errors of that kind fixed (step 5's fix restricted to the image) - mAP, not clamped. When
+            all of a kind's errors lie in one image its loss equals that kind's unclamped dAP. Cost: one AP per
+            touched class per (image, kind).
     """
     preds, gts = _asArray(preds, 7), _asArray(gts, 6)
     numPreds, numGts = preds.shape[0], gts.shape[0]
@@ -304,6 +366,13 @@ def tideBreakdown(preds, gts, nc, gtIgnore=None, maxDets=100, posThreshold=0.5, 
     counts = {name: int(((code == kind) & isError).sum()) for name, kind in
               (("Cls", _CLS), ("Loc", _LOC), ("Both", _BOTH), ("Dupe", _DUPE), ("Bkg", _BKG))}
     counts["Miss"] = int(missed.sum())
-    return dict(mAP=baseMap, dAP={k: dAP[k] for k in MAIN_ERRORS + SPECIAL_ERRORS}, counts=counts,
-                perClassAp=baseAp, perClassDAp={k: perClassDAp[k] for k in MAIN_ERRORS + SPECIAL_ERRORS},
-                predError=predError, predIgnored=predIgnored, gtMissed=gtMissed)
+    predTarget = np.full(numPreds, -1, dtype=np.int64)
+    if len(ordinary):  # no ordinary gt: no detection has a target
+        predTarget[order] = np.where(target >= 0, ordinary[np.maximum(target, 0)], -1)
+    result = dict(mAP=baseMap, dAP={k: dAP[k] for k in MAIN_ERRORS + SPECIAL_ERRORS}, counts=counts,
+                  perClassAp=baseAp, perClassDAp={k: perClassDAp[k] for k in MAIN_ERRORS + SPECIAL_ERRORS},
+                  predError=predError, predIgnored=predIgnored, gtMissed=gtMissed, predTarget=predTarget)
+    if perImage:
+        result["imageLoss"] = _imageLoss(numKept, predImage, predClass, rows, code, isError, ignored, isBest, target,
+                                         gtClass, gtImage, missed, matched, numGt, allowed, baseMap, nc)
+    return result
