@@ -116,7 +116,23 @@ def main(argv=None):
     print("AP50 (COCO, 101-point):  Mars {:.6f}  pycocotools {:.6f}".format(oursAp50, cocoAp50))
     print("AP50:95:                 Mars {:.6f}  pycocotools {:.6f}".format(oursAp5095, cocoAp5095))
     print("max |difference| = {:.2e} (must be <= 1e-3)".format(max(abs(oursAp50 - cocoAp50), abs(oursAp5095 - cocoAp5095))))
+    timeErrorBreakdown(preds, gts, args.classes, args.repeats)
     return 0
+
+
+def timeErrorBreakdown(preds, gts, nc, repeats):
+    """-eval's TIDE breakdown (eval/tide.py) on the same workload: median seconds, overall and with the per-image
+    losses the error gallery ranks by."""
+    import time
+    from eval.tide import tideBreakdown
+    for perImage in (False, True):
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            tideBreakdown(preds, gts, nc, perImage=perImage)
+            seconds.append(time.perf_counter() - started)
+        print("TIDE error breakdown{}: {:.3f} s (median of {})".format(
+            " with per-image losses (the gallery)" if perImage else "", median(seconds), repeats))
 
 
 if __name__ == "__main__":
