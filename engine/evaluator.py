@@ -94,15 +94,38 @@ class Evaluator(object):
             log("evaluation files: {}".format(outDir))
         return result
 
-    def paintBatch(self, preds, gts, metas, folder):
-        """Paint each image of a batch: ground truth purple, TP green, FP yellow (score >= reportScoreThreshold)."""
-        os.makedirs(folder, exist_ok=True)
+    def paintedBatch(self, preds, gts, metas):
+        """-> [(stem, painted BGR image)] of a batch: ground truth purple, TP green, FP yellow (score >=
+        reportScoreThreshold)."""
         shown = preds[preds[:, 2] >= self.mcfg.reportScoreThreshold]
         isTp = matchDetections(shown, gts, [self.mcfg.minIou])[:, 0]
+        painted = []
         for meta in metas:
             index = float(meta["index"])
             mine, myGt = shown[:, 0] == index, gts[gts[:, 0] == index]
-            painted = paintImage(imreadBgr(meta["path"]), self.mcfg.classList, myGt[:, 1:].numpy(),
-                                 shown[mine][:, 1:].numpy(), isTp[mine].numpy())
-            stem = os.path.splitext(os.path.basename(meta["path"]))[0]
+            image = paintImage(imreadBgr(meta["path"]), self.mcfg.classList, myGt[:, 1:].numpy(),
+                               shown[mine][:, 1:].numpy(), isTp[mine].numpy())
+            painted.append((os.path.splitext(os.path.basename(meta["path"]))[0], image))
+        return painted
+
+    def paintBatch(self, preds, gts, metas, folder):
+        """Write each image of a batch, painted (paintedBatch), to folder/<stem>.jpg."""
+        os.makedirs(folder, exist_ok=True)
+        for stem, painted in self.paintedBatch(preds, gts, metas):
             cv2.imwrite(os.path.join(folder, stem + ".jpg"), painted)
+
+    @torch.no_grad()
+    def paintedImages(self, model, splitName, count):
+        """The first count images of a split with model's detections painted (paintedBatch): [(stem, BGR image)]. The
+        trainer shows them on TensorBoard after each measured epoch."""
+        model.eval()
+        predictor = Predictor(self.mcfg, model)
+        if splitName not in self.loaders:
+            self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
+        painted = []
+        for images, _, metas in self.loaders[splitName]:
+            preds = detectionsToRows(predictor(imagesToDevice(images, self.device)), metas)
+            painted += self.paintedBatch(preds, gtRows(metas)[0], metas)
+            if len(painted) >= count:
+                break
+        return painted[:count]

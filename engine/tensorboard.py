@@ -1,6 +1,7 @@
 """TensorBoard curves, when the optional `tensorboard` package is installed: <run>/tensorboard/ gets, per epoch, the
-numbers of the results.csv row (losses, learning rate, mAP, time split) and the epoch's first training batch as
-engine/preview.py draws it. Without tensorboard nothing is imported or written, and one line says so at the start.
+numbers of the results.csv row (losses, learning rate, mAP, time split), the epoch's first training batch as
+engine/preview.py draws it, and, after an epoch whose mAP is measured, the first VALIDATION_IMAGES validation images
+painted with the EMA model's detections as -eval paints them (ground truth purple, TP green, FP yellow). Without tensorboard nothing is imported or written, and one line says so at the start.
 
 Only rank 0 writes (the trainer makes a BoardWriter there only). The step is the 1-based epoch, as in results.csv.
 """
@@ -14,6 +15,8 @@ from misc.log import log, warn
 BOARD_DIR = "tensorboard"  # under mcfg.runDir()
 BATCH_TAG = "images/train_batch"
 BATCH_SIDE = 960  # pixels: the batch grid is scaled down to this side at most (the event file keeps each epoch's)
+VALIDATION_IMAGES = 4  # the first validation images, painted with the EMA model's detections after measured epochs
+VALIDATION_SIDE = 640  # pixels: each painted validation image is scaled down to this side at most
 TAGS = {  # results.csv column (the trainer's row) -> scalar tag; columns not listed (epoch, frozen) are not written
     "trainBox": "loss/trainBox", "trainCls": "loss/trainCls", "trainDfl": "loss/trainDfl",
     "valBox": "loss/valBox", "valCls": "loss/valCls", "valDfl": "loss/valDfl",
@@ -49,7 +52,7 @@ class BoardWriter(object):
     """Writes the trainer's epoch rows and the epoch's first training batch; flushed after every epoch."""
 
     def __init__(self, writerClass, path, classList, startEpoch=0):
-        self.path, self.classList, self.batchImage = path, classList, None
+        self.path, self.classList, self.batchImage, self.validationImages = path, classList, None, []
         self.writer = writerClass(log_dir=path, purge_step=startEpoch + 1)
         log("tensorboard: {}".format(path))
 
@@ -58,6 +61,15 @@ class BoardWriter(object):
         written with the epoch's row."""
         grid = batchGrid(images, targets, self.classList, maxSide=BATCH_SIDE)
         self.batchImage = cv2.cvtColor(grid, cv2.COLOR_BGR2RGB)
+
+    def keepValidation(self, painted):
+        """painted: [(stem, BGR image)] (Evaluator.paintedImages), written with the epoch's row as images/validation/<stem>."""
+        self.validationImages = []
+        for stem, image in painted:
+            scale = min(1.0, VALIDATION_SIDE / max(image.shape[:2]))
+            if scale < 1.0:
+                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            self.validationImages.append((stem, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
 
     def writeEpoch(self, row):
         """row: the trainer's results.csv row (a dict with "epoch", 1-based). A failed write warns; training goes on."""
@@ -69,6 +81,9 @@ class BoardWriter(object):
             if self.batchImage is not None:
                 self.writer.add_image(BATCH_TAG, self.batchImage, step, dataformats="HWC")
                 self.batchImage = None
+            for stem, image in self.validationImages:
+                self.writer.add_image("images/validation/{}".format(stem), image, step, dataformats="HWC")
+            self.validationImages = []
             self.writer.flush()
         except Exception as e:  # a full disk or a network file system: the curves are not worth the training
             warn("tensorboard: epoch {} not written to {} ({}: {})".format(step, self.path, type(e).__name__, e))

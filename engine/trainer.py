@@ -23,7 +23,7 @@ from engine.device import autocastDtype, setDeterminism
 from engine.evaluator import Evaluator
 from engine.preview import writeBatchPreview
 from engine.signals import TrainingInterrupted, testFault
-from engine.tensorboard import makeBoardWriter
+from engine.tensorboard import VALIDATION_IMAGES, makeBoardWriter
 from misc.dist import allTrue, anyRank, isMain, mainWaiter, rank, worldSize
 from misc.errors import MarsError
 from misc.img import imagesToDevice
@@ -242,6 +242,9 @@ class Trainer(object):
         self.history.append(row)
         self.saveEpoch(epoch + 1, metric)
         if self.board is not None:
+            if "mAP50" in row:  # measured this epoch: a few validation images painted as -eval paints them
+                self.board.keepValidation(self.evaluator.paintedImages(self.ema.module, self.mcfg.validationSplitName,
+                                                                       VALIDATION_IMAGES))
             self.board.writeEpoch(row)
 
     def trainEpoch(self, epoch, frozen):
