@@ -54,6 +54,12 @@ class Evaluator(object):
         self.device = torch.device(mcfg.device)
         self.loaders = {}  # split name -> DataLoader, made once (training evaluates the validation split often)
 
+    def loader(self, splitName):
+        """The split's DataLoader in file order, made once (training evaluates the validation split often)."""
+        if splitName not in self.loaders:
+            self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
+        return self.loaders[splitName]
+
     @torch.no_grad()
     def evaluate(self, model, splitName, paint=False, outDir=None):
         """mAP of model on a split; with outDir, also the report files, the evaluation's inputs in COCO's format
@@ -63,9 +69,7 @@ class Evaluator(object):
         Memory stays flat: images are dropped batch by batch, only detection rows are kept."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
-        if splitName not in self.loaders:
-            self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
-        loader = self.loaders[splitName]
+        loader = self.loader(splitName)
         allPreds, allGts, allIgnore, imageList, imagePaths = [], [], [], [], {}
         for images, _, metas in tqdm(loader, desc="evaluating {}".format(splitName), leave=False, dynamic_ncols=True):
             images = imagesToDevice(images, self.device)
@@ -120,10 +124,8 @@ class Evaluator(object):
         trainer shows them on TensorBoard after each measured epoch."""
         model.eval()
         predictor = Predictor(self.mcfg, model)
-        if splitName not in self.loaders:
-            self.loaders[splitName] = makeDataLoader(self.mcfg, splitName, train=False, shuffle=False)
         painted = []
-        for images, _, metas in self.loaders[splitName]:
+        for images, _, metas in self.loader(splitName):
             preds = detectionsToRows(predictor(imagesToDevice(images, self.device)), metas)
             painted += self.paintedBatch(preds, gtRows(metas)[0], metas)
             if len(painted) >= count:

@@ -22,9 +22,11 @@ import re
 
 import cv2
 import numpy as np
+import torch
 
 from eval.tide import MAIN_ERRORS, SPECIAL_ERRORS
 from inference.painter import GT_COLOR, drawBox
+from misc.bbox import boxIou
 from misc.figure import newFigure
 from misc.files import atomicWrite
 from misc.img import imreadBgr
@@ -45,15 +47,6 @@ _RANKED = re.compile(r"^\d\d+_.*\.jpg$")
 def _name(classList, c):
     c = int(c)
     return classList[c] if 0 <= c < len(classList) else str(c)
-
-
-def _iou(a, b):
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def rankImages(tide, kind, numImages=GALLERY_IMAGES):
@@ -84,7 +77,7 @@ def paintErrors(imageBgr, kind, image, tide, preds, gts, classList):
         if kind == "Cls":
             label = "cls {} on {} {:.2f}".format(name, _name(classList, gts[target, 1]), score)
         elif kind == "Loc":
-            label = "loc {} IoU {:.2f} {:.2f}".format(name, _iou(preds[p, 3:7], gts[target, 2:6]), score)
+            label = "loc {} IoU {:.2f} {:.2f}".format(name, float(boxIou(torch.as_tensor(preds[p, 3:7]), torch.as_tensor(gts[target, 2:6]))), score)
         else:
             label = "{} {} {:.2f}".format({"Both": "both", "Dupe": "dupe", "Bkg": "background"}[kind], name, score)
         drawBox(painted, preds[p, 3:7], color, label)
