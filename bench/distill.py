@@ -1,12 +1,13 @@
 """Benchmark of stage 3: does distillation keep the old classes better than plain fine-tuning?
 
-    python bench/distill.py [-root DIR] [--preset easy|hard] [--size N] [--teacher-epochs N] [--student-epochs N]
+    python bench/distill.py [-root DIR] [--preset easy|hard|fine] [--size N] [--teacher-epochs N] [--student-epochs N]
                             [--threads 1] [--seeds 1] [--joint] [--methods finetune,cwd,ld]
 
 On built-in demo data (generated under the root on first use): --preset easy is demo.nano (192 px images, 1-5
 aircraft coloured by type; by default input 128, teacher 12 and students 20 epochs), --preset hard is
 demo.nano.hard (320-640 px images, 4-20 small aircraft in shared liveries, clutter, occlusion; input 320, teacher
-and students 30 epochs).
+and students 30 epochs), --preset fine is demo.nano.fine (320 px images, 8-12 aircraft of 20-40 px in one light grey
+livery: fine-grained types told apart by silhouette alone; input 320, teacher and students 30 epochs).
   1. teacher: <preset>.teacher -- all 20 class outputs, labels of A1..A10 only, the train split;
   2. from the teacher's best weights, on the `small` split with all 20 classes, each student of --methods:
      finetune: plain DetectionLoss (<preset>.distillation with modelName "base", no teacher),
@@ -56,16 +57,18 @@ METHODS = {
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
 # preset -> (config prefix, default input size, teacher epochs, student epochs); a 12-epoch hard teacher knows nothing
-PRESETS = {"easy": ("demo.nano", 128, 12, 20), "hard": ("demo.nano.hard", 320, 30, 30)}
+PRESETS = {"easy": ("demo.nano", 128, 12, 20), "hard": ("demo.nano.hard", 320, 30, 30),
+           "fine": ("demo.nano.fine", 320, 30, 30)}
 
 
 def parseArgs(argv):
     parser = rootArgument(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--preset", choices=tuple(PRESETS), default="easy",
-                        help="demo data: easy (demo.nano, 192 px images) or hard (demo.nano.hard, 320-640 px, small objects)")
-    parser.add_argument("--size", type=int, default=0, help="input size, pixels (multiple of 32; 0 = 128 easy, 320 hard)")
-    parser.add_argument("--teacher-epochs", type=int, default=0, help="0 = the preset's: 12 easy, 30 hard")
-    parser.add_argument("--student-epochs", type=int, default=0, help="every student's; 0 = the preset's: 20 easy, 30 hard")
+                        help="demo data: easy (demo.nano, 192 px images), hard (demo.nano.hard, 320-640 px, small objects) or fine "
+                        "(demo.nano.fine, 320 px, 20-40 px aircraft in one tone)")
+    parser.add_argument("--size", type=int, default=0, help="input size, pixels (multiple of 32; 0 = 128 easy, 320 hard and fine)")
+    parser.add_argument("--teacher-epochs", type=int, default=0, help="0 = the preset's: 12 easy, 30 hard and fine")
+    parser.add_argument("--student-epochs", type=int, default=0, help="every student's; 0 = the preset's: 20 easy, 30 hard and fine")
     parser.add_argument("--methods", default="finetune,cwd,ld",
                         help="students, comma-separated: finetune (plain fine-tuning) and distillation methods from: "
                         + ", ".join(METHODS))

@@ -26,6 +26,11 @@ from demo.shapes import LENGTH_FACTORS, boxesApart, drawGround, rectangle
 HARD_VERSION = 2  # bump when the hard drawing changes, so cached hard demo data is regenerated
 OBJECTS_PER_IMAGE = (4, 20)  # aircraft per image (min, max) tried; one that finds no room is left out
 LENGTH_RANGE = (24.0, 72.0)  # fuselage length, image pixels (at 320 px input a nano needs aircraft this large)
+# the "fine" drawing (demo/writer.py style "fine"): fine-grained types in one tone, small and many, as MAR20 at 320 px:
+# about 10 aircraft of 20-40 px per 320 px image, every one in the light grey livery (colour says nothing at all)
+FINE_OBJECTS_PER_IMAGE = (8, 12)
+FINE_LENGTH_RANGE = (20.0, 40.0)
+FINE_LIVERY = "lightGrey"
 MAX_OVERLAP_IOU = 0.3  # an aircraft's box overlaps every earlier box by at most this IoU
 MIN_VISIBLE = 0.4  # a border-cut aircraft keeps at least this fraction of its full box inside the image
 MAX_OCCLUDED = 0.4  # an occluder covers at most this fraction of any aircraft box
@@ -349,19 +354,19 @@ def _fits(box, width, height, boxes):
     return not boxes or _iou(visible, boxes).max() <= MAX_OVERLAP_IOU
 
 
-def planAircraft(rng, width, height, classDeck, typeParts, count, aprons):
+def planAircraft(rng, width, height, classDeck, typeParts, count, aprons, lengthRange=LENGTH_RANGE):
     """Where the aircraft go: [{"classIndex", "shape" (points around (0, 0), shade), "center" (2,)}], at most count.
 
     One fuselage scale per image; parking rows of 3-6 (on an apron when there is one, heading along its sides),
     then single aircraft: anywhere inside, near an earlier one (overlap) or across the border. A class that finds
-    no room goes back to classDeck.
+    no room goes back to classDeck. lengthRange: (min, max) fuselage length in pixels.
     """
-    baseLength = rng.uniform(LENGTH_RANGE[0] / 0.8, LENGTH_RANGE[1] / 1.15)  # fuselage of length factor 1
+    baseLength = rng.uniform(lengthRange[0] / 0.8, lengthRange[1] / 1.15)  # fuselage of length factor 1
     plans, boxes = [], []
 
     def length(classIndex):
         factor = LENGTH_FACTORS[(classIndex // 5) % 4]
-        return float(np.clip(baseLength * factor * rng.uniform(0.92, 1.08), *LENGTH_RANGE))
+        return float(np.clip(baseLength * factor * rng.uniform(0.92, 1.08), *lengthRange))
 
     def add(classIndex, shape, center):
         box = _extentBox(shape, center)
@@ -463,18 +468,21 @@ def _coverage(alpha, window, boxes):
     return fractions
 
 
-def drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage=OBJECTS_PER_IMAGE):
+def drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage=OBJECTS_PER_IMAGE, lengthRange=LENGTH_RANGE,
+                  livery=None):
     """One hard image uint8 (height, width, 3) BGR, its objects [(classIndex, x0, y0, x1, y1)] (pixel-edge boxes)
     and the scene (for tests and pictures).
 
-    classDeck(): the next class (with putBack(classIndex)); typeParts: demo/shapes.aircraftParts per class.
+    classDeck(): the next class (with putBack(classIndex)); typeParts: demo/shapes.aircraftParts per class;
+    lengthRange: (min, max) fuselage length, pixels; livery: None (each aircraft draws one from LIVERIES by frequency)
+    or one LIVERIES name for every aircraft (the fine drawing; the tint and the contrast to the ground still vary).
     scene: {"ground": the image before the aircraft bodies (their shadows drawn), "unoccluded": the image before the
     occluders, "aircraft": [{"classIndex", "livery", "polygons" [(K, 2) image pixels], "box", "covered" (fraction
     under an occluder)}] in drawing order, the order of objects}.
     """
     image, aprons = drawHardGround(rng, width, height)
     count = int(rng.integers(objectsPerImage[0], objectsPerImage[1] + 1))
-    plans = planAircraft(rng, width, height, classDeck, typeParts, count, aprons)
+    plans = planAircraft(rng, width, height, classDeck, typeParts, count, aprons, lengthRange)
     sunAngle = rng.uniform(0, 2 * math.pi)
     sunOffset = np.array((math.cos(sunAngle), math.sin(sunAngle)))
     drawClutter(rng, image, [_extentBox(p["shape"], p["center"]) for p in plans], sunOffset)
@@ -487,8 +495,8 @@ def drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage=OBJE
     for plan in plans:
         window = polygonWindow(plan["polygons"])
         (iy, ix), _ = _overlap(image.shape, window)  # never None: at least MIN_VISIBLE of the box is inside
-        livery = chooseLivery(rng)
-        colors = liveryColors(rng, livery, window[3], window[2], float(ground[iy, ix].mean()))
+        name = chooseLivery(rng) if livery is None else livery
+        colors = liveryColors(rng, name, window[3], window[2], float(ground[iy, ix].mean()))
         mask = np.zeros((window[3], window[2]), np.uint8)
         for points, (_, shade) in zip(plan["polygons"], plan["shape"]):
             alpha = polygonAlpha(points, window)
@@ -496,7 +504,7 @@ def drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage=OBJE
             np.maximum(mask, alpha, out=mask)
         box = maskBox(mask, window, image.shape)
         objects.append((plan["classIndex"], *box))
-        aircraft.append({"classIndex": plan["classIndex"], "livery": livery, "polygons": plan["polygons"], "box": box})
+        aircraft.append({"classIndex": plan["classIndex"], "livery": name, "polygons": plan["polygons"], "box": box})
     unoccluded = image.copy()
     covered = occlude(rng, image, [o[1:] for o in objects])
     for record, fraction in zip(aircraft, covered):

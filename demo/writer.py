@@ -4,8 +4,10 @@ Layout (as MAR20):
     dataDir/images/<stem>.jpg            top-down "satellite" views
     dataDir/annotations/<stem>.xml       Pascal VOC, classes A1 ... A20, boxes in image pixels
     dataDir/splits/v5/{train,validation,test,small}.txt
-Two drawings (mcfg.demoStyle): "easy" (demo/easy.py: 192 px squares, 1-5 aircraft, a colour per type) and "hard"
-(demo/hard.py: 320-640 px images, 4-20 small aircraft in shared liveries, clutter, shadows, occlusion). Everything
+Three drawings (mcfg.demoStyle): "easy" (demo/easy.py: 192 px squares, 1-5 aircraft, a colour per type), "hard"
+(demo/hard.py: 320-640 px images, 4-20 small aircraft in shared liveries, clutter, shadows, occlusion) and "fine"
+(demo/hard.py's scenes with its FINE_* settings: 8-12 aircraft of 20-40 px, all in one light grey livery, so the
+20 types differ by their silhouette alone). Everything
 follows from the seed (numpy Generator). The folder is written under a temporary name and renamed when complete,
 so an interrupted run never leaves a half data set behind.
 """
@@ -65,20 +67,23 @@ def generateDemoData(dataDir, seed=0, numTrain=600, numValidation=100, numTest=1
 
     style "easy": square images of imageSize pixels, objectsPerImage (min, max) defaults to (1, 5); "hard"
     (demo/hard.py): each image side drawn in imageSize = (min, max) pixels (an int: that size), objectsPerImage
-    defaults to (4, 20).
+    defaults to (4, 20); "fine": as "hard" with hard.FINE_OBJECTS_PER_IMAGE, FINE_LENGTH_RANGE and one FINE_LIVERY.
     """
     checkStyle(style)
     rng = np.random.default_rng(seed)
     names = classNames()
     typeParts = [aircraftParts(k) for k in range(NUM_CLASSES)]
     classDeck = ClassDeck(rng)
-    if style == "hard":
+    if style in ("hard", "fine"):
         sideMin, sideMax = hard.sideRange(imageSize)
+        fine = style == "fine"
+        lengthRange, livery = (hard.FINE_LENGTH_RANGE, hard.FINE_LIVERY) if fine else (hard.LENGTH_RANGE, None)
+        objectsPerImage = objectsPerImage or (hard.FINE_OBJECTS_PER_IMAGE if fine else hard.OBJECTS_PER_IMAGE)
 
         def drawOne():
             width, height = (int(v) for v in rng.integers(sideMin, sideMax + 1, 2))
-            image, objects, _ = hard.drawHardImage(rng, width, height, classDeck, typeParts,
-                                                   objectsPerImage or hard.OBJECTS_PER_IMAGE)
+            image, objects, _ = hard.drawHardImage(rng, width, height, classDeck, typeParts, objectsPerImage,
+                                                   lengthRange, livery)
             return image, objects
     else:
         def drawOne():
@@ -117,17 +122,17 @@ def ensureDemoData(dataRoot, seed=0, numTrain=600, numValidation=100, numTest=15
     """The demo data folder under dataRoot, generated on first use (a complete marker file means reuse).
 
     Returns dataDir = dataRoot/mar20demo-v<version>-s<seed>-<size>px-<train>-<validation>-<test>-<small> (style
-    "easy"), or dataRoot/mar20hard-v<hard version>-s<seed>-<min>to<max>px-<train>-... (style "hard", imageSize the
-    (min, max) image side in pixels).
+    "easy"), or dataRoot/mar20<style>-v<hard version>-s<seed>-<min>to<max>px-<train>-... (style "hard" or "fine",
+    imageSize the (min, max) image side in pixels).
     """
     checkStyle(style)
     params = {"version": DEMO_VERSION, "seed": seed, "numTrain": numTrain, "numValidation": numValidation,
               "numTest": numTest, "numSmall": numSmall, "imageSize": imageSize}
     kind, size = "demo", "{}px".format(imageSize)
-    if style == "hard":
+    if style != "easy":
         imageSize = hard.sideRange(imageSize)
         params.update(style=style, version=hard.HARD_VERSION, imageSize=list(imageSize))
-        kind, size = "hard", "{}to{}px".format(*imageSize)
+        kind, size = style, "{}to{}px".format(*imageSize)
     dataDir = os.path.join(dataRoot, "mar20{}-v{}-s{}-{}-{}-{}-{}-{}".format(
         kind, params["version"], seed, size, numTrain, numValidation, numTest, numSmall))
     if os.path.isfile(os.path.join(dataDir, MARKER)):
@@ -137,7 +142,7 @@ def ensureDemoData(dataRoot, seed=0, numTrain=600, numValidation=100, numTest=15
                         "run again".format(dataDir, MARKER))
     os.makedirs(dataRoot, exist_ok=True)
     log("generating {}demo data ({} train, {} validation, {} test images) in {}".format(
-        "hard " if style == "hard" else "", numTrain, numValidation, numTest, dataDir))
+        "" if style == "easy" else style + " ", numTrain, numValidation, numTest, dataDir))
     tmp = tempfile.mkdtemp(prefix=".tmp-mar20demo-", dir=dataRoot)
     try:
         generateDemoData(tmp, seed, numTrain, numValidation, numTest, numSmall, imageSize, style=style)
