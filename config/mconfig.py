@@ -19,7 +19,8 @@ SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
 DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident")  # anchors of the response term (train/distilloss.py)
 DISTIL_SCHEDULES = ("constant", "cosine")  # distillation weights over the student's epochs (train/distilloss.py)
-DEMO_STYLES = ("easy", "hard")  # built-in demo data drawings (demo/easy.py, demo/hard.py)
+DEMO_STYLES = ("easy", "hard", "fine")  # built-in demo data drawings (demo/easy.py, demo/hard.py; fine: demo/hard.py's
+# drawing with its FINE_* settings)
 DISTIL_FEATURES = ("feat0", "feat1", "feat2", "feat3", "C", "X", "Y", "Z")  # backbone feat0..feat3, neck C, X, Y, Z
 
 
@@ -64,7 +65,7 @@ class ModelConfig(object):
         self.demoData = False  # generate the built-in demo data under <root>/demo-data and point the data knobs there
         self.demoSize = (600, 100, 150, 120)  # demo images: train, validation, test, small (a subset of train)
         self.demoImageSize = 192  # pixels, square demo images
-        self.demoStyle = "easy"  # "easy" | "hard" (demo/hard.py: demoImageSize is then the (min, max) image side)
+        self.demoStyle = "easy"  # "easy" | "hard" | "fine" (demo/hard.py: demoImageSize may be the (min, max) image side)
 
         # --- model ---
         self.modelName = "base"  # "base" or "distillation"
@@ -221,7 +222,7 @@ class ModelConfig(object):
         if self.demoStyle not in DEMO_STYLES:
             raise MarsError("mcfg.demoStyle={!r} is unknown; use one of {}".format(self.demoStyle, ", ".join(DEMO_STYLES)))
         size = self.demoImageSize
-        pair = self.demoStyle == "hard" and isinstance(size, (list, tuple))  # hard: (min, max) image side
+        pair = self.demoStyle != "easy" and isinstance(size, (list, tuple))  # hard, fine: (min, max) image side
         sides = list(size) if pair else [size]
         if not (len(sides) in (1, 2) and all(isinstance(v, int) and v > 0 for v in sides) and sides == sorted(sides)):
             raise MarsError("mcfg.demoImageSize={!r} must be a positive int (pixels){}".format(
