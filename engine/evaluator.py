@@ -86,7 +86,8 @@ class Evaluator(object):
                             gtIgnore=ignore)
         if outDir:
             table = writeReport(result, self.mcfg.classList, outDir)
-            matrix = confusionMatrix(preds, gts[~ignore], self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold)
+            matrix = confusionMatrix(preds, gts, self.mcfg.nc, self.mcfg.minIou, self.mcfg.reportScoreThreshold,
+                                     gtIgnore=ignore)
             writeConfusionMatrix(matrix, self.mcfg.classList, os.path.join(outDir, "confusion_matrix.png"))
             writeCocoFiles(outDir, preds, gts, ignore, imageList, self.mcfg.classList)
             tide = tideBreakdown(preds, gts, self.mcfg.nc, ignore, perImage=True)

@@ -26,6 +26,7 @@ Ignored ground truths (VOC <difficult>, gtIgnore): pycocotools' iscrowd semantic
 ordinary ground truths first, as above; one that stays unmatched at threshold t but covers an ignored ground truth
 of its image and class (intersection / detection area >= t, the crowd IoU; an ignored box can cover any number of
 detections) is ignored at t: neither true nor false positive. Ignored ground truths are not counted in numGt.
+confusionMatrix follows the same rule, class-agnostic and with the plain IoU (its docstring).
 """
 
 import torch
@@ -139,11 +140,13 @@ def _greedyMatch(preds, gts, iouThresholds):
     return matchedGt, rank
 
 
-def _coversIgnored(preds, ignoredGts, iouThresholds):
-    """(P, T) bool: detection p covers an ignored ground truth of its image and class with crowd IoU
-    (intersection / detection area, pycocotools' iscrowd IoU) >= threshold t. preds (P, 7), ignoredGts (I, 6) float64."""
+def _coversIgnored(preds, ignoredGts, iouThresholds, crowd=True):
+    """(P, T) bool: detection p overlaps an ignored ground truth of its image and class by >= threshold t.
+    preds (P, 7), ignoredGts (I, 6) float64 on one device, iouThresholds (T,). The overlap is the crowd IoU
+    (intersection / detection area, pycocotools' iscrowd IoU) when crowd, else the plain IoU."""
+    device = preds.device
     numPreds, numThresholds = preds.shape[0], iouThresholds.shape[0]
-    covered = torch.zeros((numPreds, numThresholds), dtype=torch.bool)
+    covered = torch.zeros((numPreds, numThresholds), dtype=torch.bool, device=device)
     if numPreds == 0 or ignoredGts.shape[0] == 0:
         return covered
     numClassKeys = int(max(preds[:, 1].max(), ignoredGts[:, 1].max())) + 1
@@ -153,15 +156,18 @@ def _coversIgnored(preds, ignoredGts, iouThresholds):
     sortedKey = predKey[predOrder]
     first = torch.searchsorted(sortedKey, gtKey)  # (I,) range of each ignored gt's group in predOrder
     count = torch.searchsorted(sortedKey, gtKey, right=True) - first
-    pairGt = torch.repeat_interleave(torch.arange(ignoredGts.shape[0]), count)  # (m,)
+    pairGt = torch.repeat_interleave(torch.arange(ignoredGts.shape[0], device=device), count)  # (m,)
     pairStart = torch.cumsum(count, 0) - count
-    pairPred = predOrder[first[pairGt] + torch.arange(pairGt.shape[0]) - pairStart[pairGt]]  # (m,)
+    pairPred = predOrder[first[pairGt] + torch.arange(pairGt.shape[0], device=device) - pairStart[pairGt]]  # (m,)
     det, gt = preds[pairPred, 3:], ignoredGts[pairGt, 2:]
-    width = (torch.minimum(det[:, 2], gt[:, 2]) - torch.maximum(det[:, 0], gt[:, 0])).clamp(min=0)
-    height = (torch.minimum(det[:, 3], gt[:, 3]) - torch.maximum(det[:, 1], gt[:, 1])).clamp(min=0)
-    detArea = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
-    crowdIou = torch.where(detArea > 0, width * height / detArea.clamp(min=1e-300), torch.zeros_like(detArea))
-    pair, threshold = torch.nonzero(crowdIou[:, None] >= iouThresholds[None, :], as_tuple=True)
+    if crowd:
+        width = (torch.minimum(det[:, 2], gt[:, 2]) - torch.maximum(det[:, 0], gt[:, 0])).clamp(min=0)
+        height = (torch.minimum(det[:, 3], gt[:, 3]) - torch.maximum(det[:, 1], gt[:, 1])).clamp(min=0)
+        detArea = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
+        overlap = torch.where(detArea > 0, width * height / detArea.clamp(min=1e-300), torch.zeros_like(detArea))
+    else:
+        overlap = _pairIou(det, gt)  # (m,)
+    pair, threshold = torch.nonzero(overlap[:, None] >= iouThresholds.to(device)[None, :], as_tuple=True)
     covered[pairPred[pair], threshold] = True
     return covered
 
@@ -331,30 +337,55 @@ def computeMap(preds, gts, nc, iouThresholds=None, maxDetsPerImage=100, vocIou=0
     }
 
 
-def confusionMatrix(preds, gts, nc, iouThreshold=0.5, scoreThreshold=0.25):
+def confusionMatrix(preds, gts, nc, iouThreshold=0.5, scoreThreshold=0.25, gtIgnore=None):
     """Detection confusion matrix with class-agnostic greedy matching.
 
     Detections with score >= scoreThreshold are matched per image, ignoring classes, in descending score
     order, each to the still-unmatched ground truth of highest IoU when that IoU >= iouThreshold (the
     same greedy rule as matchDetections).
 
+    Ignored (VOC difficult) ground truths, gtIgnore, are treated as computeMap treats them (module docstring):
+    detections are matched to the ordinary ground truths first, as above; a detection left unmatched whose
+    IoU with an ignored ground truth of its image (any class, the matching being class-agnostic) is
+    >= iouThreshold is dropped: neither a match nor a background false positive. As in the AP, an ignored
+    ground truth can absorb any number of detections, and it is never counted as missed (no entry in the
+    last row). Two differences from the AP remain: the matrix matches across classes, and it measures the
+    plain IoU where the AP measures the crowd IoU (intersection / detection area), so a small detection
+    inside a large ignored box that the AP ignores is a background false positive here.
+
     Args:
         preds: (P, 7) float (imageIndex, classIndex, score, x0, y0, x1, y1), pixels xyxy.
         gts: (G, 6) float (imageIndex, classIndex, x0, y0, x1, y1), pixels xyxy.
         nc: number of classes.
+        iouThreshold: IoU of a match (and of a detection dropped on an ignored ground truth).
+        scoreThreshold: detections below it are left out.
+        gtIgnore: optional (G,) bool, True for ground truths to ignore (VOC difficult).
     Returns:
         (nc + 1, nc + 1) long tensor; rows = predicted class, columns = true class.
         [p, t]: a detection of class p matched a gt of class t (p == t correct, else confused);
-        [p, nc] (last column, "background"): a detection of class p matched no gt (false positive);
-        [nc, t] (last row, "background"): a gt of class t matched by no detection (missed).
+        [p, nc] (last column, "background"): a detection of class p matched no gt and was not dropped
+            on an ignored gt (false positive);
+        [nc, t] (last row, "background"): an ordinary gt of class t matched by no detection (missed).
+        So rows 0..nc-1 sum to the detections kept (score >= scoreThreshold, not dropped), and column t
+        (t < nc) sums to the number of ordinary gts of class t (computeMap's numGt); [nc, nc] is 0.
     """
     preds, gts = _checkInputs(preds, gts)
+    gtIgnore = _checkIgnore(gtIgnore, gts)
     preds = preds[preds[:, 2] >= scoreThreshold]
+    if gtIgnore is not None:
+        gtIgnore = gtIgnore.to(gts.device)
+        ignoredGts, gts = gts[gtIgnore], gts[~gtIgnore]
     agnosticPreds, agnosticGts = preds.clone(), gts.clone()
     agnosticPreds[:, 1] = 0
     agnosticGts[:, 1] = 0
-    matchedGt, _ = _greedyMatch(agnosticPreds, agnosticGts, torch.tensor([iouThreshold], dtype=torch.float64))
+    thresholds = torch.tensor([iouThreshold], dtype=torch.float64, device=preds.device)
+    matchedGt, _ = _greedyMatch(agnosticPreds, agnosticGts, thresholds)
     matchedGt = matchedGt[:, 0]  # (P,)
+    if gtIgnore is not None:
+        agnosticIgnored = ignoredGts.clone()
+        agnosticIgnored[:, 1] = 0
+        dropped = (matchedGt < 0) & _coversIgnored(agnosticPreds, agnosticIgnored, thresholds, crowd=False)[:, 0]
+        preds, matchedGt = preds[~dropped], matchedGt[~dropped]
     predClass = preds[:, 1].long()
     gtClass = gts[:, 1].long()
     gtClassOrBackground = torch.cat([gtClass, gtClass.new_tensor([nc])])  # index -1 reads "background"

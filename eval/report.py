@@ -112,7 +112,9 @@ def writeConfusionMatrix(matrix, classList, path):
 
     Args:
         matrix: (nc + 1, nc + 1) counts, rows = predicted class, columns = true class, last row and column
-            "background" (last row: missed gts, last column: false positives).
+            "background" (last row: missed gts, last column: false positives). Difficult (ignored) gts are in
+            neither: they are never missed, and a detection on one is dropped, not a false positive (the rule
+            of eval.map.confusionMatrix, which follows the AP's).
         classList: nc class names.
         path: output .png path.
     Each column is divided by its sum (fraction of each true class predicted as each row); cells are
