@@ -54,6 +54,9 @@ METHODS = {
     "cwd-confident": ("distillation", {"distilResponseMask": "confident"}),
     "cwd-noresponse": ("distillation", {"distilLossWeights": (1.0, 0.25, 0.0)}),
     "cwd-cosine": ("distillation", {"distilSchedule": "cosine"}),
+    "cwd-head": ("distillation", {"distilResponsePath": "head"}),
+    "cwd-oldobjects": ("distillation", {"distilResponseMask": "oldObjects"}),
+    "cwd-head-oldobjects": ("distillation", {"distilResponsePath": "head", "distilResponseMask": "oldObjects"}),
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
 # preset -> (config prefix, default input size, teacher epochs, student epochs); a 12-epoch hard teacher knows nothing

@@ -508,3 +508,80 @@ def test_distillation_terms_are_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = Stub.__call__(object.__new__(Stub), {"preds": [student], "teacherPreds": [teacher]}, None)
     assert value.dtype == torch.float32 and torch.equal(value, plain)
+
+
+def test_response_anchors_in_old_objects(teacherFile):
+    """oldObjects keeps exactly the anchors inside old-class boxes: none in an image with only a new-class box."""
+    mcfg = studentConfig(teacherFile, distilResponseMask="oldObjects")
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    preds = student(torch.rand(2, 3, SIZE, SIZE))["preds"]
+    targets = torch.tensor([[0, 14, 0.0, 0.0, 0.5, 0.5],   # new class A15 in image 0: 0..32 px
+                            [1, 3, 0.0, 0.0, 0.5, 0.5]])   # old class A4 in image 1, the same place
+    A = sum(p.shape[2] * p.shape[3] for p in preds)
+    keep = loss.responseAnchors(preds, targets, torch.zeros(2, A, 10))
+    assert not keep[0].any()
+    assert keep[1].tolist() == [not k for k in expectedAnchorsOutside((0, 0, 32, 32))]
+
+
+def groupGradients(student, total):
+    """{group: gradient norm} of total over the student's backbone, neck, the class branches' first two layers, and
+    the rows of old (0..9) / new (10..19) classes of their last layer."""
+    student.zero_grad(set_to_none=False)
+    total.backward()
+    norm = lambda params: math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params if p.grad is not None))  # noqa: E731
+    branches = student.head.clsBranches
+    last = [b[2] for b in branches]
+    return {"backbone": norm(student.backbone.parameters()), "neck": norm(student.neck.parameters()),
+            "classBranch": norm([p for b in branches for layer in b[:2] for p in layer.parameters()]),
+            "oldRows": math.sqrt(sum(float(c.weight.grad[:10].pow(2).sum() + c.bias.grad[:10].pow(2).sum()) for c in last)),
+            "newRows": math.sqrt(sum(float(c.weight.grad[10:].pow(2).sum() + c.bias.grad[10:].pow(2).sum()) for c in last))}
+
+
+@pytest.mark.parametrize("path", ["network", "head"])
+def test_response_path(teacherFile, path):
+    """distilResponsePath "head": the response trains the old classes' rows of the last class layer and nothing
+    else (no feature, no new class); "network": it reaches the features too. The head logits equal the predictions'
+    class logits, so the response's value does not depend on the path."""
+    torch.manual_seed(0)
+    mcfg = studentConfig(teacherFile, distilResponsePath=path)
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    assert ("headLogits" in outputs) == (path == "head")
+    if path == "head":
+        for level, logits in zip(outputs["preds"], outputs["headLogits"]):
+            assert torch.allclose(level[:, 4 * student.regMax:], logits, atol=1e-6)
+    terms = loss.terms(outputs, TARGETS)
+    norms = groupGradients(student, terms["response"])
+    assert norms["oldRows"] > 0 and norms["newRows"] == 0
+    if path == "head":
+        assert norms["backbone"] == norms["neck"] == norms["classBranch"] == 0
+    else:
+        assert norms["backbone"] > 0 and norms["neck"] > 0 and norms["classBranch"] > 0
+    reference = DistillationDetectionLoss(studentConfig(teacherFile), student)
+    reference(outputs, TARGETS)
+    assert loss.distilParts[1].item() == pytest.approx(reference.distilParts[1].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("method,mask", [("ld", "confident"), ("cwd", "all")])
+def test_whole_distillation_loss_is_float32_under_bf16_autocast(teacherFile, method, mask):
+    """bf16 outputs (as autocast makes them) give the loss of the same values in float32, to float32 rounding: the
+    flattening, the anchors, the LD anchor weights and the "confident" threshold run in float32."""
+    torch.manual_seed(0)
+    mcfg = studentConfig(teacherFile, distilMethod=method, distilResponseMask=mask, distilConfidence=0.02)
+    student = makeStudent(mcfg).train()
+    with torch.no_grad():
+        outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    half = {k: ([t.bfloat16() for t in v] if isinstance(v, list) else {n: t.bfloat16() for n, t in v.items()})
+            for k, v in outputs.items()}
+    full = {k: ([t.float() for t in v] if isinstance(v, list) else {n: t.float() for n, t in v.items()})
+            for k, v in half.items()}
+    expected = DistillationDetectionLoss(mcfg, student)
+    value = expected(full, TARGETS)
+    loss = DistillationDetectionLoss(mcfg, student)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(half, TARGETS)
+    assert got.dtype == torch.float32
+    assert torch.allclose(loss.distilParts, expected.distilParts, rtol=1e-6, atol=0)
+    assert got.item() == pytest.approx(value.item(), rel=1e-6)

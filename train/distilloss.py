@@ -128,19 +128,27 @@ class DistillationDetectionLoss(object):
         bool: "outsideNew" leaves out anchors inside a ground-truth box of a class the teacher does not know (the
         assigner's candidate rule: centre inside the box, small boxes widened), where the labels speak and the
         teacher can only answer with an old look-alike; "confident" keeps, of those, the anchors where the
-        teacher's best old-class score is at least mcfg.distilConfidence.
+        teacher's best old-class score is at least mcfg.distilConfidence; "oldObjects" keeps only the anchors inside
+        a ground-truth box of a class the teacher knows (no background, no new-class object).
 
-        preds: the student's level outputs; targets: (N, 6) Mars collate rows; teacherOldLogits: (B, A, k)."""
+        preds: the student's level outputs (float32); targets: (N, 6) Mars collate rows; teacherOldLogits: (B, A, k)."""
         if self.responseMask == "all":
             return None
-        isNew = ~torch.isin(targets[:, 1].long(), self.oldClasses.to(targets.device))
-        gtLabels, gtBoxes, gtMask = self.detection.paddedTargets(preds, targets[isNew])  # new-class boxes only
-        anchorPoints, strideTensor = self.detection.anchors(preds)  # (A, 2) stride units, (A, 1)
-        insideNew = self.detection.assigner.anchorsInside(anchorPoints * strideTensor, gtBoxes, gtMask.bool())
-        keep = ~insideNew.any(1)  # (B, A)
+        isOld = torch.isin(targets[:, 1].long(), self.oldClasses.to(targets.device))
+        inside = self.anchorsInBoxes(preds, targets[isOld if self.responseMask == "oldObjects" else ~isOld])
+        if self.responseMask == "oldObjects":
+            return inside
+        keep = ~inside
         if self.responseMask == "confident":
             keep &= teacherOldLogits.detach().sigmoid().amax(2) >= self.confidence
         return keep
+
+    def anchorsInBoxes(self, preds, targets):
+        """(B, A) bool: the anchors inside some box of targets ((N, 6) Mars collate rows), by the assigner's
+        candidate rule (centre inside the box, small boxes widened)."""
+        gtLabels, gtBoxes, gtMask = self.detection.paddedTargets(preds, targets)
+        anchorPoints, strideTensor = self.detection.anchors(preds)  # (A, 2) stride units, (A, 1)
+        return self.detection.assigner.anchorsInside(anchorPoints * strideTensor, gtBoxes, gtMask.bool()).any(1)
 
     def oldLogits(self, logits):
         """(B, A, nc) -> (B, A, k): the classes the teacher knows. The index lives on the logits' device (copied there
@@ -154,12 +162,23 @@ class DistillationDetectionLoss(object):
             loss = self.detection(outputs, targets)
             self.parts, self.distilParts = self.detection.parts, torch.zeros(2)
             return self.weights[0] * loss
-        preds, teacherPreds = outputs["preds"], outputs["teacherPreds"]
+        return sum(self.terms(outputs, targets).values())
+
+    def terms(self, outputs, targets):
+        """The three weighted terms of the train-mode loss, each as it enters the sum (with gradients):
+        {"detection": w0 * DetectionLoss, "knowledge": w1 * Knowledge * s * B, "response": w2 * Response * s * B}
+        (s: mcfg.distilSchedule's scale). Everything in float32: the predictions under autocast (bf16 / fp16) are cast
+        before they are flattened, so the anchors, the LD anchor weights and the "confident" threshold are float32.
+        Sets self.parts and self.distilParts."""
+        preds = [p.float() for p in outputs["preds"]]
+        teacherPreds = [p.detach().float() for p in outputs["teacherPreds"]]
         B = preds[0].shape[0]
         detectionLoss = self.detection(preds, targets)
         predDist, predLogits = self.detection.flatten(preds)  # (B, A, 4*regMax), (B, A, nc)
-        teacherDist, teacherLogits = self.detection.flatten([p.detach() for p in teacherPreds])
+        teacherDist, teacherLogits = self.detection.flatten(teacherPreds)
         teacherOld = self.oldLogits(teacherLogits)
+        if "headLogits" in outputs:  # mcfg.distilResponsePath "head": the response trains the last class layer alone
+            predLogits = torch.cat([p.float().flatten(2) for p in outputs["headLogits"]], 2).transpose(1, 2)
         response = responseDivergence(self.oldLogits(predLogits), teacherOld, self.temperature,
                                       self.responseAnchors(preds, targets, teacherOld))
         if self.method == "cwd":
@@ -171,4 +190,5 @@ class DistillationDetectionLoss(object):
         self.parts = self.detection.parts
         self.distilParts = torch.stack((knowledge, response)).detach()
         w0, w1, w2 = self.weights
-        return w0 * detectionLoss + (w1 * knowledge + w2 * response) * self.scale * B
+        return {"detection": w0 * detectionLoss, "knowledge": w1 * knowledge * self.scale * B,
+                "response": w2 * response * self.scale * B}

@@ -27,5 +27,13 @@ class DetectHead(nn.Module):
             nn.init.constant_(box[-1].bias, 1.0)
             nn.init.constant_(cls[-1].bias, math.log(5 / self.nc / (imageSize / s) ** 2))
 
-    def forward(self, xs):
-        return [torch.cat([box(x), cls(x)], 1) for x, box, cls in zip(xs, self.boxBranches, self.clsBranches)]
+    def forward(self, xs, classFeatures=None):
+        """classFeatures: None, or a list that receives each level's class-branch features, the input of its last
+        (1x1) convolution: (B, cCls, Hi, Wi) per level (a distillation student reads them, YoloStudentModel)."""
+        outputs = []
+        for x, box, cls in zip(xs, self.boxBranches, self.clsBranches):
+            features = cls[1](cls[0](x))
+            if classFeatures is not None:
+                classFeatures.append(features)
+            outputs.append(torch.cat([box(x), cls[2](features)], 1))
+        return outputs

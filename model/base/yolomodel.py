@@ -56,11 +56,12 @@ class YoloModel(nn.Module):
             self.loadBackbone(urlToPath(mcfg.pretrainedBackboneUrl))
         self.to(mcfg.device)
 
-    def forwardFeatures(self, x):
-        """(B, 3, H, W) -> (head outputs, backbone feats (feat0..feat3), neck feats (C, X, Y, Z))."""
+    def forwardFeatures(self, x, classFeatures=None):
+        """(B, 3, H, W) -> (head outputs, backbone feats (feat0..feat3), neck feats (C, X, Y, Z)); classFeatures: see
+        DetectHead.forward."""
         feats = self.backbone(x)
         neckFeats = self.neck(*feats[1:])
-        return self.head(list(neckFeats[1:])), feats, neckFeats
+        return self.head(list(neckFeats[1:]), classFeatures), feats, neckFeats
 
     def forward(self, x):
         return self.forwardFeatures(x)[0]

@@ -30,13 +30,17 @@ class YoloStudentModel(YoloModel):
     forward, train mode: (B, 3, H, W) -> dict
         "preds": the student's [P3, P4, P5] (B, 4*regMax + nc, Hi, Wi),
         "feats": the student's {"feat0".."feat3", "C", "X", "Y", "Z"} maps (shapes in featureDict),
-        "teacherPreds", "teacherFeats": the same from the teacher, detached.
+        "teacherPreds", "teacherFeats": the same from the teacher, detached,
+        and with mcfg.distilResponsePath "head": "headLogits", per level (B, nc, Hi, Wi) the class logits its last
+        class convolution makes of the class-branch features detached (equal to the logits in "preds", but a loss
+        on them trains that last layer alone: train/distilloss.py).
     The student's checkpoints hold the student alone and load into a plain YoloModel.
     """
 
     def __init__(self, mcfg):
         super().__init__(mcfg)
         self.teacherHandle = TeacherHandle(YoloTeacherModel(mcfg))
+        self.headLogits = mcfg.distilResponsePath == "head"
 
     @property
     def teacher(self):
@@ -52,7 +56,11 @@ class YoloStudentModel(YoloModel):
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        preds, backboneFeats, neckFeats = self.forwardFeatures(x)
+        classFeatures = [] if self.headLogits else None
+        preds, backboneFeats, neckFeats = self.forwardFeatures(x, classFeatures)
         teacherPreds, teacherBackboneFeats, teacherNeckFeats = self.teacher(x)
-        return {"preds": preds, "feats": featureDict(backboneFeats, neckFeats),
-                "teacherPreds": teacherPreds, "teacherFeats": featureDict(teacherBackboneFeats, teacherNeckFeats)}
+        outputs = {"preds": preds, "feats": featureDict(backboneFeats, neckFeats),
+                   "teacherPreds": teacherPreds, "teacherFeats": featureDict(teacherBackboneFeats, teacherNeckFeats)}
+        if self.headLogits:
+            outputs["headLogits"] = [cls[2](f.detach()) for cls, f in zip(self.head.clsBranches, classFeatures)]
+        return outputs
