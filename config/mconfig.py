@@ -17,7 +17,8 @@ PHASE_LETTERS = {"nano": "n", "small": "s", "medium": "m", "large": "l", "extend
 OPTIMIZERS = ("SGD", "ADAMW")
 SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
-DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident")  # anchors of the response term (train/distilloss.py)
+DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident", "oldObjects")  # anchors of the response (train/distilloss.py)
+DISTIL_RESPONSE_PATHS = ("network", "head")  # the layers the response trains (train/distilloss.py)
 DISTIL_SCHEDULES = ("constant", "cosine")  # distillation weights over the student's epochs (train/distilloss.py)
 DEMO_STYLES = ("easy", "hard", "fine")  # built-in demo data drawings (demo/easy.py, demo/hard.py; fine: demo/hard.py's
 # drawing with its FINE_* settings)
@@ -101,7 +102,10 @@ class ModelConfig(object):
         self.distilTemperature = 1.0  # softmax / sigmoid temperature of the distillation terms (1 = unsoftened)
         self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
-        self.distilResponseMask = "all"  # response anchors: "all", "outsideNew" (not in new-class boxes), "confident"
+        self.distilResponseMask = "all"  # response anchors: "all", "outsideNew" (not in new-class boxes), "confident",
+        # "oldObjects" (only in old-class boxes)
+        self.distilResponsePath = "network"  # what the response trains: "network" (every layer) or "head" (the class
+        # branches' last convolution alone: the shared features learn from the labels and the knowledge term)
         self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)
         self.distilSchedule = "constant"  # knowledge and response weights over the epochs: "constant" or "cosine" (1 -> 0)
         self.epochValidation = True  # compute validation loss each epoch
@@ -236,6 +240,8 @@ class ModelConfig(object):
             raise MarsError("mcfg.distilMethod={!r} is unknown; use one of {}".format(self.distilMethod, ", ".join(DISTIL_METHODS)))
         if self.distilResponseMask not in DISTIL_RESPONSE_MASKS:
             raise MarsError("mcfg.distilResponseMask={!r} is unknown; use one of {}".format(self.distilResponseMask, ", ".join(DISTIL_RESPONSE_MASKS)))
+        if self.distilResponsePath not in DISTIL_RESPONSE_PATHS:
+            raise MarsError("mcfg.distilResponsePath={!r} is unknown; use one of {}".format(self.distilResponsePath, ", ".join(DISTIL_RESPONSE_PATHS)))
         if self.distilSchedule not in DISTIL_SCHEDULES:
             raise MarsError("mcfg.distilSchedule={!r} is unknown; use one of {}".format(self.distilSchedule, ", ".join(DISTIL_SCHEDULES)))
         if not (isinstance(self.distilConfidence, (int, float)) and 0 <= self.distilConfidence <= 1):
