@@ -8,6 +8,11 @@ and summary.json: per image, per box the positive anchors (indexes over P3, P4, 
 level; per level the score statistics; for distillation the loss value of each map.
 Weights: the run's best (EMA) weights; without any, the model as training would start it (freshly initialised, or from
 mcfg.checkpointModelFile): a warning, and the titles say so.
+
+Distillation configs also get, once per run, distill_mechanism.png and summary.json's "distillationMechanism": the
+probe of train/distilprobe.py (what each training term does to the new classes' scores) on the first
+MECHANISM_BATCHES batches of mcfg.trainSplitName (file order, no augmentation), at the start weights
+(mcfg.checkpointModelFile, the teacher's) and, when the run has them, at its best weights.
 """
 import json
 import os
@@ -16,18 +21,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dl.vocdataset import clipToImage, loadAnnotation
+from dl.vocdataset import clipToImage, loadAnnotation, makeDataLoader
 from engine.checkpoint import bestModel, bestWeightsPath
 from engine.imagefiles import DecodedImages
 from engine.inspectmaps import LEVEL_NAMES, assignment, cwdMaps, ldMaps, positivesPerBox, scoreMaps
-from inference.inspectpanels import assignmentPanel, cwdPanel, ldPanel, scoreMapPanel
+from inference.inspectpanels import assignmentPanel, cwdPanel, ldPanel, mechanismPanel, scoreMapPanel
+from misc.errors import MarsError
 from misc.files import atomicWrite
 from misc.img import boxesToLetterbox, imagesToDevice, networkInput
-from misc.log import warn
+from misc.log import log, warn
 from misc.seed import seedEverything
 from model import makeModel
 from model.distillation.studentmodel import featureDict
 from model.distillation.teachermodel import YoloTeacherModel
+from train.distilloss import DistillationDetectionLoss
+from train.distilprobe import probeDistillation
+
+MECHANISM_BATCHES = 4  # batches of mcfg.trainSplitName the distillation probe sums over
+MECHANISM_BATCH_SIZE = 8  # at most this many images per probe batch (mcfg.batchSize when smaller)
+MECHANISM_PANEL = "distill_mechanism.png"
+
+
+def startWeightsLabel(mcfg):
+    """What the model starts from: 'start weights <run of mcfg.checkpointModelFile>', else 'freshly initialised
+    weights'."""
+    return "start weights " + os.path.basename(os.path.dirname(os.path.dirname(mcfg.checkpointModelFile))) \
+        if mcfg.checkpointModelFile else "freshly initialised weights"
 
 
 def inspectionModels(mcfg):
@@ -36,8 +55,7 @@ def inspectionModels(mcfg):
     if os.path.isfile(path):
         model, label = bestModel(mcfg), "best weights"
     else:
-        start = "start weights " + os.path.basename(os.path.dirname(os.path.dirname(mcfg.checkpointModelFile))) \
-            if mcfg.checkpointModelFile else "freshly initialised weights"
+        start = startWeightsLabel(mcfg)
         warn("no trained weights at {}: inspecting the model as training starts it ({}, seed {}); train first for a "
              "model that has learnt something: python mars.py -cfg {} -train".format(path, start, mcfg.seed, mcfg.cfgname))
         seedEverything(mcfg.seed)
@@ -139,6 +157,60 @@ def distillationPanel(mcfg, teacher, image, preds, backboneFeats, neckFeats, tit
     return {"method": "ld", "temperature": T, "ld": value}
 
 
+def mechanismBatches(mcfg):
+    """The first MECHANISM_BATCHES (images uint8 (B, 3, H, W), targets (N, 6)) batches of mcfg.trainSplitName in file
+    order, without augmentation, with the training's classes (mcfg.trainSelectedClasses)."""
+    probeConfig = mcfg.copy(testSelectedClasses=mcfg.trainSelectedClasses, dcore=0)  # train=False reads test classes
+    loader = makeDataLoader(probeConfig, mcfg.trainSplitName, train=False, shuffle=False,
+                            batchSize=min(mcfg.batchSize, MECHANISM_BATCH_SIZE))
+    return [(images, targets) for (images, targets, _), _ in zip(loader, range(MECHANISM_BATCHES))]
+
+
+def probeWeights(mcfg, student, batches, epoch):
+    """probeDistillation of the student as it is now: a fresh DistillationDetectionLoss at that epoch's
+    mcfg.distilSchedule scale (the start: epoch 0, trained weights: the last epoch), the teacher's classes."""
+    loss = DistillationDetectionLoss(mcfg, student)
+    loss.setEpoch(epoch)
+    return probeDistillation(student, loss, batches, mcfg.teacherClassIndexes, mcfg.nc)
+
+
+def mechanismLine(name, probe):
+    """One log line: each term's push on the new-class objects and background."""
+    fmt = lambda v: "n/a" if v is None else "{:+.3g}".format(v)
+    return "distillation probe ({}): push on new-class objects / background: {}".format(name, ", ".join(
+        "{} {} / {}".format(t, fmt(probe["pushObjects"][t]), fmt(probe["pushBackground"][t]))
+        for t in ("detectionNew", "knowledge", "response")))
+
+
+def distillationMechanism(mcfg, outDir, label):
+    """The distillation probe at the start weights and, when the run has best weights, at them (the module docstring);
+    draws MECHANISM_PANEL under outDir. label: the inspection's weights label. Returns summary.json's record:
+    split, batchSize, panel, start {"weights": label, ...probe dict} and, with best weights, trained {...}; or
+    {"skipped": reason} when the split cannot be read."""
+    try:
+        batches = mechanismBatches(mcfg)
+    except MarsError as e:
+        warn("distillation probe skipped: {}".format(e))
+        return {"skipped": str(e)}
+    seedEverything(mcfg.seed)
+    student = makeModel(mcfg)  # YoloStudentModel with its teacher, from mcfg.checkpointModelFile (the start weights)
+    trained = os.path.isfile(bestWeightsPath(mcfg))
+    start = startWeightsLabel(mcfg) if trained else label
+    probes = [("start: " + start, probeWeights(mcfg, student, batches, 0))]
+    record = {"split": mcfg.trainSplitName, "batchSize": int(batches[0][0].shape[0]) if batches else 0,
+              "panel": MECHANISM_PANEL, "start": dict(weights=start, **probes[0][1])}
+    log(mechanismLine("start", probes[0][1]))
+    if trained:
+        student.load(bestWeightsPath(mcfg))
+        probes.append(("trained: best weights", probeWeights(mcfg, student, batches, mcfg.maxEpoch - 1)))
+        record["trained"] = dict(weights="best weights", **probes[1][1])
+        log(mechanismLine("trained", probes[1][1]))
+    mechanismPanel(probes, "what each distillation term does to the new classes - {} ({} images of split {}, "
+                   "response path {})".format(mcfg.cfgname, probes[0][1]["images"], mcfg.trainSplitName,
+                                              mcfg.distilResponsePath), os.path.join(outDir, MECHANISM_PANEL))
+    return record
+
+
 def inspect(mcfg, path):
     """Panels and summary.json under <run>/inspect/ for an image or a folder of images (see the module docstring)."""
     images = DecodedImages(path, "-inspect")
@@ -150,5 +222,7 @@ def inspect(mcfg, path):
     summary = {"config": mcfg.cfgname, "weights": label, "inputShape": list(mcfg.inputShape), "levels": {
         name: {"stride": s} for name, s in zip(LEVEL_NAMES, model.strides)}, "images": records,
         "skipped": images.skipped}
+    if mcfg.modelName == "distillation":
+        summary["distillationMechanism"] = distillationMechanism(mcfg, outDir, label)
     atomicWrite(os.path.join(outDir, "summary.json"), lambda f: f.write(json.dumps(summary, indent=1).encode()))
     images.finish("inspection panels", outDir)

@@ -158,3 +158,137 @@ def ldPanel(levels, value, title, path):
                 "{}: anchor weight (teacher's best old-class score)".format(LEVEL_NAMES[i]))
     figure.suptitle(title + "\nLD = sum(weight x KL) / max(1, sum(weight)) = {:.4g}".format(value), fontsize=8)
     savePng(figure, path)
+
+
+MECHANISM_TERM_COLORS = {"detection": "#4d4d4d", "detectionOld": "#f58231", "detectionNew": "#3cb44b",
+                         "detectionBox": "#a9a9a9", "knowledge": "#4363d8", "response": "#e6194b"}
+MECHANISM_WEIGHT_COLORS = ("#b0b0b0", "#4363d8")  # per probe: the start weights, the trained weights
+REGION_NAMES = {"newObjects": "on new-class objects", "oldObjects": "on old-class objects",
+                "background": "on background"}
+GROUP_NAMES = {"backbone": "backbone", "neck": "neck", "classBranch": "class branch\n(2 convs)",
+               "oldClassRows": "old-class rows\n(last conv)", "newClassRows": "new-class rows\n(last conv)",
+               "boxBranch": "box branch"}
+MECHANISM_HELP = (
+    "How to read this: each bar is one training term alone. push = how much one plain SGD step on that term would\n"
+    "change the mean new-class logit, per unit learning rate (first order): + raises the new-class scores, - lowers\n"
+    "them. At new-class objects + is what training should do; on background + means false positives.\n"
+    "'At their objects' averages every anchor inside a new-class box, not only the assigner's positives: the\n"
+    "detection term also lowers the non-positive ones there, so its push can be negative.\n"
+    "detectionOld / detectionNew / detectionBox: the detection term's gradient through the old-class / new-class /\n"
+    "box outputs only (they add up to detection). The response matches the student's OLD-class scores to the\n"
+    "teacher's; it never touches the new-class rows, so any push it gives the new classes comes through the shared\n"
+    "layers (backbone, neck, class branch): a cosine below 0 with detectionNew means it pulls them the other way.")
+
+
+def groupedBars(axes, names, series, colors, labels, annotate=True, fmt="{:+.3g}"):
+    """Bars of several series side by side per name. series: per series a list of values (None: no bar, 'n/a'
+    written); colors, labels: per series."""
+    count = max(1, len(series))
+    width = 0.8 / count
+    for k, (values, color, label) in enumerate(zip(series, colors, labels)):
+        xs = np.arange(len(names)) + (k - (count - 1) / 2) * width
+        heights = [0.0 if v is None else v for v in values]
+        axes.bar(xs, heights, width, color=color, label=label, edgecolor="black", linewidth=0.3)
+        for x, v in zip(xs, values):
+            if v is None:
+                axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=5.5, rotation=90)
+            elif annotate:
+                axes.text(x, v, fmt.format(v), ha="center", va="bottom" if v >= 0 else "top", fontsize=5.5,
+                          rotation=90)
+    axes.set_xticks(np.arange(len(names)))
+    axes.set_xticklabels(names, fontsize=6.5)
+    axes.tick_params(axis="y", labelsize=6)
+    axes.axhline(0, color="black", linewidth=0.6)
+
+
+def pushAxes(figure, rect, probes, key, title):
+    """(a): probes' push values per term, one colour per probe."""
+    axes = figure.add_axes(rect)
+    terms = list(probes[0][1][key])
+    groupedBars(axes, terms, [[p[key][t] for t in terms] for _, p in probes], MECHANISM_WEIGHT_COLORS,
+                [label for label, _ in probes])
+    axes.margins(y=0.25)
+    axes.set_title(title, fontsize=8)
+    axes.set_ylabel("change of the mean new-class logit\nper unit learning rate", fontsize=6.5)
+    axes.legend(fontsize=6, loc="best")
+
+
+def normAxes(figure, rect, label, probe):
+    """(b): one probe's gradient norms per parameter group (x) and term (colour), log scale; exact zeros marked."""
+    axes = figure.add_axes(rect)
+    groups = list(GROUP_NAMES)
+    terms = list(probe["gradientNorms"])
+    width = 0.8 / len(terms)
+    positive = [v for t in terms for v in probe["gradientNorms"][t].values() if v > 0]
+    floor = min(positive) / 3 if positive else 1e-12
+    for k, term in enumerate(terms):
+        xs = np.arange(len(groups)) + (k - (len(terms) - 1) / 2) * width
+        values = [probe["gradientNorms"][term][g] for g in groups]
+        axes.bar(xs, [v if v > 0 else np.nan for v in values], width, color=MECHANISM_TERM_COLORS.get(term, "grey"),
+                 label=term, edgecolor="black", linewidth=0.3)
+        for x, v in zip(xs, values):
+            if v <= 0:
+                axes.text(x, floor, "0", ha="center", va="bottom", fontsize=5.5, color=MECHANISM_TERM_COLORS.get(term))
+    axes.set_yscale("log")
+    axes.set_xticks(np.arange(len(groups)))
+    axes.set_xticklabels([GROUP_NAMES[g] for g in groups], fontsize=6)
+    axes.tick_params(axis="y", labelsize=6)
+    axes.set_ylim(floor, max(positive, default=1.0) * 5)
+    axes.set_title("(b) how hard each term pulls on each part of the network: gradient norm\n"
+                   "(log scale; '0' = the term never reaches that part) - {}".format(label), fontsize=8)
+    axes.legend(fontsize=6, ncol=len(terms), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+                columnspacing=0.8, handlelength=1.2)
+
+
+def cosineAxes(figure, rect, probes, group, where):
+    """(c): cos(term, detectionNew) over one parameter group, per term, one colour per probe."""
+    axes = figure.add_axes(rect)
+    terms = [t for t in probes[0][1]["cosineWithDetectionNew"] if t != "detectionNew"]
+    groupedBars(axes, terms, [[p["cosineWithDetectionNew"][t][group] for t in terms] for _, p in probes],
+                MECHANISM_WEIGHT_COLORS, [label for label, _ in probes], fmt="{:+.2f}")
+    axes.set_ylim(-1.15, 1.15)
+    axes.set_title("(c) {}: cosine of each term's gradient with detectionNew's\n(+1: pulls the way learning the "
+                   "new classes does, -1: against; n/a: no gradient there)".format(where), fontsize=8)
+    axes.legend(fontsize=6, loc="lower left")
+
+
+def scoreAxes(figure, rect, probes):
+    """(d): the teacher's and the student's best old-class score per region."""
+    axes = figure.add_axes(rect)
+    regions = list(REGION_NAMES)
+    series = [[probes[-1][1]["oldClassScores"]["teacher"][r] for r in regions]]
+    series += [[p["oldClassScores"]["student"][r] for r in regions] for _, p in probes]
+    labels = ["teacher"] + ["student, {}".format(label) for label, _ in probes]
+    groupedBars(axes, [REGION_NAMES[r] for r in regions], series, ("#911eb4",) + MECHANISM_WEIGHT_COLORS, labels,
+                fmt="{:.3g}")
+    highest = max([v for values in series for v in values if v is not None], default=0.0)
+    axes.set_ylim(0, min(1.15, max(0.05, 1.3 * highest)))
+    axes.set_ylabel("mean best old-class score (sigmoid, 0..1)", fontsize=6.5)
+    axes.set_title("(d) best OLD-class score per anchor: what the response asks the student to copy\n"
+                   "(high on new-class objects = the teacher calls them an old class)", fontsize=8)
+    axes.legend(fontsize=6, loc="upper right")
+
+
+def mechanismPanel(probes, title, path):
+    """Why the distillation can cost the new classes, in one figure: (a) each term's push on the new-class scores at
+    their objects and on background, (b) gradient norms per parameter group and term, (c) cosines with detectionNew,
+    (d) the teacher's and student's old-class scores per region.
+
+    probes: [(label, train.distilprobe.probeDistillation dict)], the start weights first (one or two)."""
+    figure = newFigure((12.0, 15.0), DPI)
+    pushAxes(figure, (0.07, 0.77, 0.40, 0.16), probes, "pushObjects",
+             "(a) push on NEW-class scores at their objects (+ raises: helps learn them)")
+    pushAxes(figure, (0.57, 0.77, 0.40, 0.16), probes, "pushBackground",
+             "(a) push on NEW-class scores on background (+ raises: false positives)")
+    width = 0.92 / len(probes)
+    for k, (label, probe) in enumerate(probes):
+        normAxes(figure, (0.07 + k * width, 0.52, width - 0.08, 0.17), label, probe)
+    cosineAxes(figure, (0.07, 0.28, 0.40, 0.15), probes, "classBranch", "class branch (first two convs)")
+    cosineAxes(figure, (0.57, 0.28, 0.40, 0.15), probes, "features", "backbone + neck (shared features)")
+    scoreAxes(figure, (0.07, 0.04, 0.40, 0.15), probes)
+    first = probes[0][1]
+    figure.text(0.51, 0.20, MECHANISM_HELP, fontsize=6.2, va="top", family="monospace")
+    figure.text(0.51, 0.05, "summed over {} images in {} batches; old classes {}, new classes {}".format(
+        first["images"], first["batches"], first["oldClasses"], first["newClasses"]), fontsize=6.5)
+    figure.suptitle(title, fontsize=10)
+    savePng(figure, path)
