@@ -10,8 +10,10 @@ size, batch, epochs and seed, each with its own data pipeline, threads and valid
   * Ultralytics: `YOLO("yolov8<n|s|..>.yaml").train(...)` on a YOLO-format copy of the same split (made from Mars's
     parsed data set: class selection and VOC difficult as Mars trains them), validating on the config's validation
     split -- with its own defaults (`default`: optimizer auto, mosaic 1.0, its threads and workers on a CPU) and/or
-    with Mars's recipe where it has the same knob (`mars`: SGD, lr, final lr, momentum, weight decay, warm-up, cosine,
-    mosaic, flip, HSV).
+    with Mars's recipe where it has the same knob (`mars`: optimizer, lr, final lr, momentum, weight decay, warm-up,
+    cosine, mosaic, flip, HSV, and nbs = Mars's images per optimizer step: the batch when Mars steps every batch, else
+    its nominal batch). Both count batches per epoch from the same images and batch, so both warm up for
+    round(min(warmup epochs, epochs - 1) x batches) iterations; the header says both sides' warm-up and step images.
 Then every best checkpoint is evaluated by the same code on the config's test split: Mars's Evaluator (letterbox,
 NMS settings, VOC mAP50 and COCO mAP50-95 = pycocotools); Ultralytics' weights are converted exactly
 (tools/convert.py, tested to give identical outputs). Per model it prints mAP50, mAP50-95, seconds per epoch (mean
@@ -35,6 +37,7 @@ if __package__ in (None, ""):  # run as a file (python bench/...py): Mars and be
 from bench.common import ROOT_DIR, machineLoad, rootArgument, writeYoloCopy  # noqa: E402
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+ULTRALYTICS_DEFAULTS = {"warmup_epochs": 3.0, "nbs": 64}  # its cfg/default.yaml (8.4.190), for the header
 
 
 ULTRALYTICS_TRAIN = """
@@ -92,8 +95,11 @@ def ultralyticsArgs(mcfg, args, data, project, recipe):
                  imgsz=mcfg.inputShape[0], batch=mcfg.batchSize, seed=mcfg.seed, device="cpu", plots=False,
                  project=project, name=recipe, exist_ok=True, pretrained=False, amp=False, verbose=False, val=True)
     if recipe == "mars":
-        train.update(optimizer="SGD", lr0=mcfg.baseLearningRate, lrf=mcfg.minLearningRate / mcfg.baseLearningRate,
-                     momentum=mcfg.optimizerMomentum, weight_decay=mcfg.optimizerWeightDecay,
+        from train.sched import nominalBatchSize
+        nbs = nominalBatchSize(mcfg) or mcfg.batchSize  # accumulate max(round(nbs / batch), 1): Mars's
+        train.update(optimizer="SGD" if mcfg.optimizerType.upper() == "SGD" else "AdamW", lr0=mcfg.baseLearningRate,
+                     lrf=mcfg.minLearningRate / mcfg.baseLearningRate, momentum=mcfg.optimizerMomentum, nbs=nbs,
+                     weight_decay=mcfg.optimizerWeightDecay * nbs / 64,  # it scales by batch x accumulate / nbs
                      warmup_epochs=mcfg.warmupEpochs, warmup_bias_lr=mcfg.warmupBiasLearningRate,
                      cos_lr=mcfg.schedulerType.upper() == "COS", mosaic=mcfg.mosaic,
                      close_mosaic=mcfg.closeMosaicEpochs, fliplr=mcfg.augFlip, hsv_h=mcfg.augHsv[0],
@@ -101,19 +107,51 @@ def ultralyticsArgs(mcfg, args, data, project, recipe):
     return train
 
 
-def ultralyticsRun(mcfg, args, folder, recipe):
-    """Train Ultralytics on a YOLO copy of the data; -> (best.pt path, results.csv path, wall seconds, peak MiB)."""
-    data = os.path.join(folder, "data.yaml")
-    if not os.path.isfile(data):
-        lists = {}
-        for key, split in (("train", mcfg.trainSplitName), ("val", mcfg.validationSplitName)):
-            paths = writeYoloCopy(mcfg, split, os.path.join(folder, key), train=key == "train")
-            lists[key] = os.path.join(folder, key + ".txt")
-            with open(lists[key], "w") as f:
-                f.write("\n".join(paths) + "\n")
-        with open(data, "w") as f:
-            f.write("train: {}\nval: {}\nnames:\n{}".format(lists["train"], lists["val"], "".join(
-                "  {}: {}\n".format(i, name) for i, name in enumerate(mcfg.classList))))
+def writeYoloData(mcfg, folder):
+    """The YOLO-format copy of the train and validation splits and its data.yaml in folder -> (data.yaml path, number
+    of training images)."""
+    data, lists, counts = os.path.join(folder, "data.yaml"), {}, {}
+    for key, split in (("train", mcfg.trainSplitName), ("val", mcfg.validationSplitName)):
+        paths = writeYoloCopy(mcfg, split, os.path.join(folder, key), train=key == "train")
+        lists[key], counts[key] = os.path.join(folder, key + ".txt"), len(paths)
+        with open(lists[key], "w") as f:
+            f.write("\n".join(paths) + "\n")
+    with open(data, "w") as f:
+        f.write("train: {}\nval: {}\nnames:\n{}".format(lists["train"], lists["val"], "".join(
+            "  {}: {}\n".format(i, name) for i, name in enumerate(mcfg.classList))))
+    return data, counts["train"]
+
+
+def ultralyticsWarmup(warmupEpochs, epochs, batches):
+    """Ultralytics 8.4.190's warm-up iterations (BaseTrainer._get_warmup_iterations): all but the last epoch at most,
+    no floor."""
+    warmupEpochs = min(warmupEpochs, max(epochs - 1, 0))
+    return round(warmupEpochs * batches) if warmupEpochs > 0 else 0
+
+
+def recipeLines(mcfg, trainImages, recipes):
+    """Header lines: batches per epoch, warm-up iterations and images per optimizer step of Mars (train/sched.py) and
+    of Ultralytics under each recipe (8.4.190's rules: BaseTrainer._get_warmup_iterations, accumulate = max(round(nbs /
+    batch), 1)), for trainImages training images on one process."""
+    from train.sched import LearningRateSchedule
+    ours = -(-trainImages // mcfg.batchSize)
+    schedule = LearningRateSchedule(mcfg, ours)
+    batches, warmups, steps = ["mars {}".format(ours)], ["mars {}".format(schedule.warmup)], ["mars {}".format(
+        schedule.stepImages)]
+    for recipe in recipes:
+        train = dict(ULTRALYTICS_DEFAULTS, **ultralyticsArgs(mcfg, None, "", "", recipe))
+        theirs = -(-trainImages // train["batch"])
+        batches.append("ultralytics {} {}".format(recipe, theirs))
+        warmups.append("ultralytics {} {}".format(recipe, ultralyticsWarmup(train["warmup_epochs"], train["epochs"],
+                                                                            theirs)))
+        steps.append("ultralytics {} {}".format(recipe, train["batch"] * max(round(train["nbs"] / train["batch"]), 1)))
+    return ["{} training images; batches per epoch: {}".format(trainImages, ", ".join(batches)),
+            "warm-up iterations: " + ", ".join(warmups), "images per optimizer step: " + ", ".join(steps)]
+
+
+def ultralyticsRun(mcfg, args, folder, data, recipe):
+    """Train Ultralytics on the YOLO copy of the data (writeYoloData); -> (best.pt path, results.csv path, wall
+    seconds, peak MiB)."""
     project = os.path.join(folder, "runs")
     train = ultralyticsArgs(mcfg, args, data, project, recipe)
     env = dict(os.environ, YOLO_OFFLINE="1", TQDM_DISABLE="1")
@@ -150,8 +188,7 @@ def evaluateMars(mcfg, stateDict):
 def main(argv=None):
     args = parseArgs(argv)
     from cfgops import makeConfig
-    from engine.checkpoint import BEST_FILE
-    from tools.convert import convertStateDict, loadSource
+    from mars import userName
     import torch
 
     root = os.path.abspath(os.path.expanduser(args.root))
@@ -160,33 +197,17 @@ def main(argv=None):
             "batch@{}".format(args.batch or base.batchSize), "seed@{}".format(args.seed)]
     cfgname = ".".join([args.cfg] + tags)
     print("bench/versus.py | {} | torch {} | {}".format(cfgname, torch.__version__, machineLoad()))
-    rows, breakdown = [], None
-
-    mcfg, wall, peak = marsRun(args, cfgname, root)
-    history = readCsv(os.path.join(mcfg.runDir(), "results.csv"))
-    perEpoch = [float(r["seconds"]) for r in history]
-    mean, first = epochSeconds(perEpoch)
-    breakdown = {k: sum(float(r[k] or 0) for r in history[1:] or history) / len(history[1:] or history)
-                 for k in ("trainSeconds", "dataSeconds", "validationSeconds")}
-    state = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), map_location="cpu", weights_only=True)
-    rows.append(("mars", "mars", evaluateMars(mcfg, state), mean, first, wall, peak))
-
-    folder = tempfile.mkdtemp(prefix="mars-versus-")
+    recipes = ("default", "mars") if args.ultralytics_recipe == "both" else (args.ultralytics_recipe,)
+    mcfg, folder = makeConfig(cfgname, root, userName()), tempfile.mkdtemp(prefix="mars-versus-")
     try:
-        recipes = ("default", "mars") if args.ultralytics_recipe == "both" else (args.ultralytics_recipe,)
-        for recipe in recipes:
-            best, results, wall, peak = ultralyticsRun(mcfg, args, folder, recipe)
-            times = [float(r["time"]) for r in readCsv(results)]  # cumulative seconds since its training started
-            mean, first = epochSeconds([b - a for a, b in zip([0.0] + times[:-1], times)])
-            converted, phase, nc, _ = convertStateDict(loadSource(best))
-            assert (phase, nc) == (mcfg.phase, mcfg.nc), (phase, nc)
-            rows.append(("ultralytics", recipe, evaluateMars(mcfg, converted), mean, first, wall, peak))
+        data, trainImages = writeYoloData(mcfg, folder)  # before any timing
+        print("\n".join(recipeLines(mcfg, trainImages, recipes)))
+        rows, breakdown = runAll(args, cfgname, root, folder, data, recipes)
     finally:
         if args.keep:
             print("kept {}".format(folder))
         else:
             shutil.rmtree(folder, ignore_errors=True)
-
     print("\n{} on the test split ({}), same evaluator for every row; epoch seconds include validation".format(
         cfgname, mcfg.testSplitName))
     print("{:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9}".format(
@@ -202,6 +223,30 @@ def main(argv=None):
           "ultralytics={:.1f}".format(ours[2]["mAP50"], theirs[2]["mAP50"], ours[2]["mAP5095"], theirs[2]["mAP5095"],
                                       ours[3], theirs[3]))
     return 0
+
+
+def runAll(args, cfgname, root, folder, data, recipes):
+    """Train and evaluate Mars, then Ultralytics under each recipe -> (rows of the table, Mars's epoch breakdown)."""
+    from engine.checkpoint import BEST_FILE
+    from tools.convert import convertStateDict, loadSource
+    import torch
+    rows = []
+    mcfg, wall, peak = marsRun(args, cfgname, root)
+    history = readCsv(os.path.join(mcfg.runDir(), "results.csv"))
+    perEpoch = [float(r["seconds"]) for r in history]
+    mean, first = epochSeconds(perEpoch)
+    breakdown = {k: sum(float(r[k] or 0) for r in history[1:] or history) / len(history[1:] or history)
+                 for k in ("trainSeconds", "dataSeconds", "validationSeconds")}
+    state = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), map_location="cpu", weights_only=True)
+    rows.append(("mars", "mars", evaluateMars(mcfg, state), mean, first, wall, peak))
+    for recipe in recipes:
+        best, results, wall, peak = ultralyticsRun(mcfg, args, folder, data, recipe)
+        times = [float(r["time"]) for r in readCsv(results)]  # cumulative seconds since its training started
+        mean, first = epochSeconds([b - a for a, b in zip([0.0] + times[:-1], times)])
+        converted, phase, nc, _ = convertStateDict(loadSource(best))
+        assert (phase, nc) == (mcfg.phase, mcfg.nc), (phase, nc)
+        rows.append(("ultralytics", recipe, evaluateMars(mcfg, converted), mean, first, wall, peak))
+    return rows, breakdown
 
 
 if __name__ == "__main__":

@@ -85,13 +85,17 @@ class ModelConfig(object):
         self.startEpoch = 0  # epoch
         self.batchSize = 16  # images per batch
         self.backboneFreezeEpochs = []  # epoch indexes during which the backbone is frozen
-        self.optimizerType = "SGD"
+        self.optimizerType = "SGD"  # "SGD" or "AdamW" (AdamW steps per 64 images when nominalBatchSize is 0, see below)
         self.optimizerMomentum = 0.937
+        self.nominalBatchSize = 0  # images per optimizer step: gradients of round(this / (batchSize x ranks)) batches
+        # are summed (at least 1; ramped from 1 during the warm-up; a step at every epoch's last batch); 64 = Ultralytics
+        # 8.4.190's nbs; 0 = a step per batch with SGD, per 64 images with AdamW (train/sched.py nominalBatchSize)
         self.optimizerWeightDecay = 5e-4  # per batch of 64 images, applied to conv weights only
         self.schedulerType = "COS"
         self.baseLearningRate = 1e-2  # per batch
         self.minLearningRate = 1e-4  # per batch, reached at the last epoch
-        self.warmupEpochs = 3.0  # epochs of linear warm-up: max(this, 100 iterations), at most half the run; 0 = none
+        self.warmupEpochs = 3.0  # epochs of linear warm-up: round(min(this, maxEpoch - 1) x batches per epoch)
+        # iterations, no iteration floor (Ultralytics 8.4.190's rule); 0 = none
         self.warmupBiasLearningRate = 0.1  # bias learning rate at the start of warm-up
         self.gradientClip = 10.0  # max gradient L2 norm
         self.emaDecay = 0.9999  # EMA decay per 64 images (ramped up: decay * (1 - exp(-updates / emaTau)))
@@ -110,7 +114,8 @@ class ModelConfig(object):
         self.distilSchedule = "constant"  # knowledge and response weights over the epochs: "constant" or "cosine" (1 -> 0)
         self.epochValidation = True  # compute validation loss each epoch
         self.evalEveryEpochs = 1  # epochs between validation mAP measurements (and after the last epoch); the best
-        # checkpoint is the one of highest fitness 0.1 * AP50 + 0.9 * AP50:95 (0 = never: best by validation loss)
+        # checkpoint is the one of highest fitness = validation mAP50-95 (COCO), as Ultralytics 8.4.190 (0 = never:
+        # best by validation loss)
         self.seed = 0
         self.maxNonFiniteSteps = 10  # consecutive non-finite losses (each step skipped) before the run stops
         self.deterministic = False  # torch deterministic algorithms (on the CPU a resume is then bitwise exact, any dcore)
@@ -200,6 +205,9 @@ class ModelConfig(object):
             value = getattr(self, knob)
             if not isinstance(value, int) or value < 1:
                 raise MarsError("mcfg.{}={!r} must be a positive integer".format(knob, value))
+        if type(self.nominalBatchSize) is not int or self.nominalBatchSize < 0:
+            raise MarsError("mcfg.nominalBatchSize={!r} must be a non-negative integer of images per optimizer step "
+                            "(64 = Ultralytics' nbs, 0 = a step per batch)".format(self.nominalBatchSize))
         if not isinstance(self.dcore, int) or self.dcore < 0:
             raise MarsError("mcfg.dcore={!r} must be a non-negative integer (0 = load in the main process)".format(self.dcore))
         if not (isinstance(self.mainWaitMinutes, (int, float)) and self.mainWaitMinutes > 0):

@@ -1,6 +1,7 @@
 """A run's checkpoints, in <run>/__cache__/:
     last_epoch_weights.pth   everything a resume needs (Checkpointer.save / load), written after every epoch and when
-                             a signal stops the run mid-epoch;
+                             a signal stops the run mid-epoch -- always right after an optimizer step, so no gradient
+                             accumulated for the next step is lost (none is saved);
     best_weights.pth         the EMA weights of the best epoch (a plain state dict: -eval, -predict, -inspect, and the
                              teacher of a distillation run load it; bestModel);
     info.txt                 where the run stands, for people.

@@ -6,7 +6,8 @@ from misc.figure import newFigure
 from misc.files import atomicWrite
 
 COLUMNS = ["epoch", "trainBox", "trainCls", "trainDfl", "valBox", "valCls", "valDfl", "lr", "frozen", "mAP50", "mAP5095",
-           "fitness", "seconds", "trainSeconds", "dataSeconds", "validationSeconds"]  # seconds: the whole epoch
+           "fitness", "seconds", "trainSeconds", "dataSeconds", "validationSeconds"]  # seconds: the whole epoch;
+# fitness: the number the best checkpoint maximises, = mAP5095 of its row (engine/trainer.py fitness)
 
 
 def writeHistoryCsv(history, path):
@@ -38,8 +39,7 @@ def writeCurves(history, path):
     if measured:
         e, m50, m5095 = zip(*measured)
         axes[4].plot(e, m50, "o-", label="mAP50 (VOC)", markersize=3)
-        axes[4].plot(e, m5095, "s-", label="mAP50-95", markersize=3)
-        axes[4].plot(e, [r.get("fitness", float("nan")) for r in history if "mAP50" in r], "^-", label="fitness (best)", markersize=3)
+        axes[4].plot(e, m5095, "s-", label="mAP50-95 (COCO) = fitness", markersize=3)
         axes[4].legend()
     axes[4].set_title("validation mAP" if measured else "mAP (not measured during training)")
     for ax in axes:

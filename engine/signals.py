@@ -16,7 +16,7 @@ class TrainingInterrupted(Exception):
 
 def testFault():
     """Test-only hook: MARS_TEST_FAULT='SIGNAL@STEP' (e.g. 'SIGKILL@7') makes the trainer send itself that signal
-    right after the optimizer step of that global step index (0-based, counted over epochs), so crash and resume
+    right after the batch of that global iteration (0-based, counted over epochs), so crash and resume
     tests reach the same moment on any machine. Returns (signal number, step) or None when unset."""
     value = os.environ.get("MARS_TEST_FAULT")
     if not value:

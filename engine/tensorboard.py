@@ -21,7 +21,8 @@ TAGS = {  # results.csv column (the trainer's row) -> scalar tag; columns not li
     "trainBox": "loss/trainBox", "trainCls": "loss/trainCls", "trainDfl": "loss/trainDfl",
     "valBox": "loss/valBox", "valCls": "loss/valCls", "valDfl": "loss/valDfl",
     "lr": "lr/lr",
-    "mAP50": "metrics/mAP50", "mAP5095": "metrics/mAP50-95", "fitness": "metrics/fitness",
+    "mAP50": "metrics/mAP50", "mAP5095": "metrics/mAP50-95",
+    "fitness": "metrics/fitness",  # = mAP50-95, the best checkpoint's measure (engine/trainer.py fitness)
     "trainSeconds": "time/trainSeconds", "dataSeconds": "time/dataSeconds",
     "validationSeconds": "time/validationSeconds", "seconds": "time/seconds",
 }

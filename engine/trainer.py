@@ -1,13 +1,15 @@
 """The training loop: one plain loop from batch to optimizer.step(), with EMA, checkpoints, CSV and curves.
 
 Per epoch: freeze/unfreeze the backbone, seed the epoch's randomness; per batch: to device, autocast forward, loss,
-(scaled) backward, clip, step, EMA; every LOG_EVERY steps: progress bar; at epoch end: validate, checkpoint,
+(scaled) backward -- the gradients of the batches of one optimizer step add up (mcfg.nominalBatchSize) -- and at the
+step's last batch: clip, step, EMA; progress bar about every LOG_EVERY batches; at epoch end: validate, checkpoint,
 results.csv, curves.png, and <run>/tensorboard/ when tensorboard is installed (engine/tensorboard.py).
 
 Inside a step the host never reads a value from the device (on a GPU such a read waits for every queued kernel):
 a step with a non-finite loss or gradient is skipped on the device (the fused optimizer's found_inf, EMA weight 0)
-and counted there; the counts and losses are read every LOG_EVERY steps.
+and counted there; the counts and losses are read at the periodic progress-bar reads.
 """
+import contextlib
 import os
 import signal
 import time
@@ -35,35 +37,35 @@ from train.loss import DetectionLoss
 from train.opt import makeOptimizer
 from train.sched import LearningRateSchedule
 
-# best checkpoint: 0.1 * COCO AP50 + 0.9 * AP50:95 on the validation split (older Ultralytics releases' fitness;
-# Ultralytics 8.4.190 ranks by AP50:95 alone, utils/metrics.py Metric.fitness)
-FITNESS_WEIGHTS = (0.1, 0.9)
 LOSSES = {"base": DetectionLoss, "distillation": DistillationDetectionLoss}  # mcfg.modelName -> loss
 SKIP_BEST = "skip"  # saveState's metric for an epoch without a measurement
-LOG_EVERY = 10  # steps between progress-bar reads of the loss (each read waits for the device)
+LOG_EVERY = 10  # batches between progress-bar reads of the loss (each read waits for the device), at optimizer steps
 CURVES_EVERY = 10.0  # seconds: curves.png is redrawn after an epoch at most this often, and after the last epoch
 
 
 def fitness(result):
-    """Evaluator result -> FITNESS_WEIGHTS . (mAP50 COCO, mAP50-95), the number the best checkpoint maximises."""
-    return FITNESS_WEIGHTS[0] * result["mAP50Coco"] + FITNESS_WEIGHTS[1] * result["mAP5095"]
+    """Evaluator result -> the number the best checkpoint maximises: the validation mAP50-95 (COCO) alone, as
+    Ultralytics 8.4.190 (utils/metrics.py Metric.fitness, weights 0, 0, 0, 1 on P, R, mAP50, mAP50-95; older releases
+    used 0.1 mAP50 + 0.9 mAP50-95). results.csv's fitness column is its mAP5095 column."""
+    return result["mAP5095"]
 
 
 class Trainer(object):
     """Trains mcfg's model with lossFactory(mcfg, model) on mcfg.trainSplitName; evaluator (optional) measures mAP.
 
-    State: the model (DDP / compile wrapper in self.forward), its EMA, the optimizer, the grad scaler (fp16 only),
-    the learning-rate schedule, the training loader (its EpochBatchSampler says which samples an epoch holds), the
-    loss and the validation loss; the loop's position (startEpoch, and batchesDone / epochPosition / partialParts
-    inside an interrupted epoch), bestMetric and history (one results.csv row per epoch); the non-finite step counts
-    (self.skips, on the device); the checkpointer (engine/checkpoint.py).
+    State: the model (DDP / compile wrapper in self.forward, the DDP module in self.ddp), its EMA, the optimizer, the
+    grad scaler (fp16 only), the learning-rate and accumulation schedule, the training loader (its EpochBatchSampler
+    says which samples an epoch holds), the loss and the validation loss; the loop's position (startEpoch, and
+    batchesDone / epochPosition / partialParts inside an interrupted epoch), bestMetric and history (one results.csv
+    row per epoch); the non-finite step counts (self.skips, on the device); the optimizer step being accumulated
+    (self.badLoss, self.stepImages); the checkpointer (engine/checkpoint.py).
 
     Order of calls: run() -> resume() -> per epoch runEpoch(): freeze or unfreeze the backbone, wrapModel(),
-    setMosaic(), seedEpoch(), trainEpoch() -> trainStep() per batch (report() every LOG_EVERY steps,
-    stopRequested() after each step: saveState() and TrainingInterrupted on a signal) -> on rank 0 endEpoch():
-    validate(), the evaluator's mAP when due, saveEpoch() (checkpoints, results.csv, curves.png), the row to
-    self.board (<run>/tensorboard/, when tensorboard is installed) -> every rank waits for rank 0 (waitForMain)
-    before the next epoch.
+    setMosaic(), seedEpoch(), trainEpoch() -> trainStep() per batch, optimizerStep() at a step's last batch (report()
+    about every LOG_EVERY batches, stopRequested() after each optimizer step: saveState() and TrainingInterrupted on a
+    signal) -> on rank 0 endEpoch(): validate(), the evaluator's mAP when due, saveEpoch() (checkpoints, results.csv,
+    curves.png), the row to self.board (<run>/tensorboard/, when tensorboard is installed) -> every rank waits for
+    rank 0 (waitForMain) before the next epoch.
     """
 
     def __init__(self, mcfg, model, lossFactory, evaluator=None):
@@ -85,14 +87,15 @@ class Trainer(object):
         self.validationLoader = makeDataLoader(mcfg, mcfg.validationSplitName, train=False) if mcfg.epochValidation else None
         self.loss = lossFactory(mcfg, model)
         self.validationLoss = lossFactory(mcfg, model)
-        self.optimizer = makeOptimizer(mcfg, model, mcfg.batchSize * self.worldSize)
-        self.schedule = LearningRateSchedule(mcfg, len(self.trainLoader))
+        self.schedule = LearningRateSchedule(mcfg, len(self.trainLoader), mcfg.batchSize * self.worldSize)
+        self.optimizer = makeOptimizer(mcfg, model, self.schedule.stepImages)
         self.ema = ModelEma(model, mcfg.emaDecay, mcfg.emaTau)
-        self.forward, self.wrappedFrozen = model, None  # DDP wrapper, rebuilt when the frozen set changes
+        self.forward, self.ddp, self.wrappedFrozen = model, None, None  # DDP: rebuilt when the frozen set changes
         self.history, self.bestMetric, self.startEpoch = [], None, mcfg.startEpoch
         self.batchesDone, self.epochPosition, self.partialParts = 0, 0, None  # where an interrupted epoch stopped
         self.stopSignal, self.lastCurves = None, 0.0
         self.skips = torch.zeros(3, device=self.device)  # non-finite steps: in all, in a row now, longest run
+        self.badLoss, self.stepImages = None, 0  # the optimizer step being accumulated: a non-finite loss, images
         self.skipsReported = 0
         self.normBuffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                             for b in m.buffers()]  # running mean / var / count: a skipped step puts them back
@@ -157,9 +160,10 @@ class Trainer(object):
         freezing changes which parameters get gradients), torch.compile'd when mcfg.compile."""
         if self.wrappedFrozen == frozen:
             return
-        forward = self.model
+        forward, self.ddp = self.model, None
         if self.worldSize > 1:
-            forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            deviceIds = [self.device.index] if self.device.type == "cuda" else None
+            forward = self.ddp = DistributedDataParallel(self.model, device_ids=deviceIds)
         self.forward = torch.compile(forward) if self.mcfg.compile else forward
         self.wrappedFrozen = frozen
 
@@ -203,9 +207,9 @@ class Trainer(object):
         return self.evaluator is not None and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.mcfg.maxEpoch)
 
     def runEpoch(self, epoch):
-        """Train one epoch, then (rank 0) validate, evaluate, save. The best checkpoint is chosen by fitness
-        (FITNESS_WEIGHTS . (COCO AP50, AP50:95) on the validation split) when mAP is measured (mcfg.evalEveryEpochs),
-        else by validation loss (mcfg.epochValidation), else it is the last epoch."""
+        """Train one epoch, then (rank 0) validate, evaluate, save. The best checkpoint is chosen by fitness (the
+        validation mAP50-95) when mAP is measured (mcfg.evalEveryEpochs), else by validation loss
+        (mcfg.epochValidation), else it is the last epoch."""
         started = time.time()
         frozen = epoch in self.mcfg.backboneFreezeEpochs
         self.model.freezeBackbone() if frozen else self.model.unfreezeBackbone()
@@ -224,7 +228,7 @@ class Trainer(object):
     def endEpoch(self, epoch, row, started):
         """Rank 0 after an epoch: validation loss, mAP when due, the best and last checkpoints, results.csv, curves."""
         validationStarted, metric = time.time(), None
-        measuring = self.evaluator is not None and self.mcfg.evalEveryEpochs > 0  # best by fitness
+        measuring = self.evaluator is not None and self.mcfg.evalEveryEpochs > 0  # best by fitness (mAP50-95)
         if self.validationLoader is not None:
             valParts = self.validate()
             row.update(valBox=valParts[0], valCls=valParts[1], valDfl=valParts[2])
@@ -234,7 +238,7 @@ class Trainer(object):
             result = self.evaluator.evaluate(self.ema.module, self.mcfg.validationSplitName)
             metric = fitness(result)
             row.update(mAP50=result["mAP50"], mAP5095=result["mAP5095"], fitness=metric)
-            log("validation: mAP50={:.3f} mAP50-95={:.3f} fitness={:.4f}".format(result["mAP50"], result["mAP5095"], metric))
+            log("validation: mAP50={:.3f} mAP50-95={:.4f} (fitness)".format(result["mAP50"], result["mAP5095"]))
         elif measuring:
             metric = SKIP_BEST  # no measurement this epoch: best stays
         row["validationSeconds"] = time.time() - validationStarted
@@ -249,16 +253,23 @@ class Trainer(object):
 
     def trainEpoch(self, epoch, frozen):
         """One pass over the training split -> (mean unweighted box, cls, dfl loss, last lr, seconds spent waiting for
-        the loader)."""
+        the loader).
+
+        Optimizer steps: after batch i when i - lastStep >= schedule.accumulation(global step) (lastStep: the batch of
+        the epoch's previous optimizer step, -1 at its start; Ultralytics' ni - last_opt_step >= accumulate) or when i
+        is the epoch's last batch -- unlike Ultralytics, which carries a partial accumulation into the next epoch, an
+        epoch ends on a step, so a checkpoint never holds half an accumulated gradient. A signal stops the run after an
+        optimizer step only, and a resumed epoch starts on a step's first batch (lastStep = first - 1)."""
         self.model.train()
         numBatches = len(self.trainLoader)
-        total = torch.zeros(3, device=self.device)  # read on the host only every LOG_EVERY steps
+        total = torch.zeros(3, device=self.device)  # read on the host only at the periodic reads
         first, self.batchesDone, self.epochPosition = self.batchesDone, 0, 0
         if first:  # resuming inside this epoch: the loader starts at the first sample not yet trained (seedEpoch)
             total += torch.as_tensor(self.partialParts, device=self.device)
+        remaining = len(self.trainLoader.batch_sampler.stepPositions())
+        lastBatch, lastStep = first + remaining - 1, first - 1
         bar = tqdm(self.trainLoader, desc="epoch {}/{}".format(epoch + 1, self.mcfg.maxEpoch), leave=True,
-                   dynamic_ncols=True, mininterval=0.5, disable=not self.isMain, initial=first,
-                   total=first + len(self.trainLoader.batch_sampler.stepPositions()))
+                   dynamic_ncols=True, mininterval=0.5, disable=not self.isMain, initial=first, total=first + remaining)
         lr, dataSeconds, waitStarted = 0.0, 0.0, time.perf_counter()
         for i, (images, targets, _) in enumerate(bar, start=first):
             dataSeconds += time.perf_counter() - waitStarted  # the step waited this long for the loader
@@ -266,40 +277,70 @@ class Trainer(object):
                 self.writePreview(images, targets)
             if self.board is not None and i == first:
                 self.board.keepBatch(images, targets)  # the epoch's first batch, on the board with its row
-            lr = self.trainStep(epoch * numBatches + i, images, targets, total)
-            if self.fault is not None and self.fault[1] == epoch * numBatches + i:
-                os.kill(os.getpid(), self.fault[0])  # test-only (MARS_TEST_FAULT): a signal right after this step
-            read = i % LOG_EVERY == 0 or i + 1 == numBatches
-            if read:
-                self.report(bar, total / (i + 1), lr, frozen, epoch * numBatches + i)
-            if self.stopRequested(read):
-                if self.isMain:
-                    position = self.trainLoader.batch_sampler.positionAfter(i + 1 - first)  # first sample not trained
-                    self.saveState(epoch, i + 1, total.tolist(), epochPosition=position)
-                bar.close()
-                log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
-                    "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
-                                               self.checkpointer.lastPath))
-                raise TrainingInterrupted(self.stopSignal)
+            step = epoch * numBatches + i
+            stepping = i - lastStep >= self.schedule.accumulation(step) or i == lastBatch
+            lr = self.trainStep(step, images, targets, total, opening=i == lastStep + 1, stepping=stepping)
+            if self.fault is not None and self.fault[1] == step:
+                os.kill(os.getpid(), self.fault[0])  # test-only (MARS_TEST_FAULT): a signal right after this batch
+            if stepping:
+                read = i // LOG_EVERY > lastStep // LOG_EVERY or i == lastBatch  # a multiple of LOG_EVERY batches passed
+                lastStep = i
+                if read:
+                    self.report(bar, total / (i + 1), lr, frozen, step)
+                if self.stopRequested(read):
+                    self.stop(epoch, i, first, numBatches, total, bar)
             waitStarted = time.perf_counter()
         return (total / max(1, numBatches)).tolist(), lr, dataSeconds
 
-    def trainStep(self, step, images, targets, total):
-        """One optimizer step; adds the unweighted loss parts to total (on the device). Returns the lr used.
+    def stop(self, epoch, i, first, numBatches, total, bar):
+        """A signal after the optimizer step of batch i: save where the epoch stands and raise TrainingInterrupted."""
+        if self.isMain:
+            position = self.trainLoader.batch_sampler.positionAfter(i + 1 - first)  # first sample not trained
+            self.saveState(epoch, i + 1, total.tolist(), epochPosition=position)
+        bar.close()
+        log("stopped by {} at epoch {} batch {}/{}; state saved in {}. Resume with the same command "
+            "(without -nobuf).".format(signal.Signals(self.stopSignal).name, epoch + 1, i + 1, numBatches,
+                                       self.checkpointer.lastPath))
+        raise TrainingInterrupted(self.stopSignal)
 
-        Nothing is read on the host: if the loss or the gradient norm is not finite, the fused optimizer skips the
-        update (found_inf), the EMA stays put and self.skips counts it -- all decided on the device, and under torchrun
-        identically on every rank."""
+    def trainStep(self, step, images, targets, total, opening=True, stepping=True):
+        """One batch at global iteration step: lr, forward, loss, backward -> the lr used. Gradients add up over the
+        batches of one optimizer step: opening (its first batch) zeroes them and stashes the BatchNorm statistics,
+        stepping (its last) takes the optimizer step (optimizerStep); the defaults make the batch a whole step. Under
+        torchrun the batches before the last one skip DDP's gradient all-reduce (no_sync). Adds the unweighted loss
+        parts to total (on the device) when this batch's loss is finite.
+
+        Nothing is read on the host: a non-finite loss is remembered on the device (self.badLoss) for the step."""
         lr = self.schedule.apply(self.optimizer, step)
         images = imagesToDevice(images, self.device, self.channelsLast)
-        torch._foreach_copy_(self.normStash, self.normBuffers)  # BatchNorm statistics before this step's forward
-        with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
-            loss = self.loss(self.forward(images), targets) * self.worldSize  # DDP averages gradients over ranks
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if opening:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.normStash:  # BatchNorm statistics before the step's forwards
+                torch._foreach_copy_(self.normStash, self.normBuffers)
+            self.stepImages = 0
+        sync = self.ddp.no_sync() if self.ddp is not None and not stepping else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(self.device.type, dtype=self.ampDtype, enabled=self.ampDtype is not None):
+                loss = self.loss(self.forward(images), targets) * self.worldSize  # DDP averages gradients over ranks
+            self.scaler.scale(loss).backward()
+        bad = ~torch.isfinite(loss.detach())
+        self.badLoss = bad if opening else self.badLoss | bad
+        total += torch.where(bad, torch.zeros_like(self.loss.parts), self.loss.parts)
+        self.stepImages += images.shape[0] * self.worldSize
+        if stepping:
+            self.optimizerStep()
+        return lr
+
+    def optimizerStep(self):
+        """The optimizer step over the gradients its batches added up: unscale, clip their norm (mcfg.gradientClip),
+        step, EMA for the step's images (all batches, all ranks), skip counts.
+
+        If a batch's loss or the gradient norm is not finite, the fused optimizer skips the update (found_inf), the EMA
+        stays put, the BatchNorm statistics go back to their values before the step's first batch and self.skips
+        counts one step -- all decided on the device, and under torchrun identically on every rank."""
         self.scaler.unscale_(self.optimizer)
         gradNorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.mcfg.gradientClip)
-        badLoss, badGradient = anyRank(torch.stack((~torch.isfinite(loss), ~torch.isfinite(gradNorm))))
+        badLoss, badGradient = anyRank(torch.stack((self.badLoss, ~torch.isfinite(gradNorm))))
         skipped = badLoss | badGradient  # fp16: the grad scaler's overflow steps are skipped too
         self.optimizer.found_inf = skipped.float()
         self.optimizer.step()
@@ -310,12 +351,10 @@ class Trainer(object):
         if self.scaler.is_enabled():
             counted = badLoss | (badGradient & (self.scaler._scale.reshape(()) <= 1))  # the scale of this step
         self.scaler.update()  # fp16: lowers the scale after an overflow
-        self.ema.update(self.model, skipped, images.shape[0] * self.worldSize)
-        self.restoreNormStatistics(skipped)
-        total += torch.where(skipped, torch.zeros_like(self.loss.parts), self.loss.parts)
+        self.restoreNormStatistics(skipped)  # before the EMA reads them: 0 x NaN would poison the average
+        self.ema.update(self.model, skipped, self.stepImages)
         inRow = (self.skips[1] + 1) * counted
         self.skips.copy_(torch.stack((self.skips[0] + counted, inRow, torch.maximum(self.skips[2], inRow))))
-        return lr
 
     def writePreview(self, images, targets):
         """<run>/train_batch.jpg (then train_batch2.jpg, ...): the augmented batch as the network gets it."""

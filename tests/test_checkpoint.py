@@ -1,8 +1,11 @@
 """Which weights a run keeps and how they are written (engine/checkpoint.py): best_weights.pth holds the EMA weights of
-the epoch of highest fitness (0.1 mAP50 + 0.9 mAP50-95, COCO-style), epochs without a measurement keep the best, and
-without an evaluator the lowest validation loss or the last epoch; results.csv has the columns; the Checkpointer's
-save / load round trip restores every part of the training state."""
+the epoch of highest fitness (the validation mAP50-95 alone, COCO-style, as Ultralytics 8.4.190), epochs without a
+measurement keep the best, and without an evaluator the lowest validation loss or the last epoch; results.csv has the
+columns, its fitness column its mAP5095; the Checkpointer's save / load round trip restores every part of the training
+state."""
+import csv
 import os
+import types
 
 import pytest
 import torch
@@ -10,14 +13,15 @@ import torch
 from engine.checkpoint import BEST_FILE, INFO_FILE, LAST_FILE, Checkpointer
 from engine.trainer import Trainer, fitness
 from model.base.yolomodel import YoloModel
-from tests.helpers import makeConfig, tinyConfig
+from tests.helpers import makeConfig, requireOracle, tinyConfig
 from train.ema import ModelEma
 from train.loss import DetectionLoss
 from train.opt import makeOptimizer
 
 
 class ScriptedEvaluator(object):
-    """Returns the given fitness values epoch by epoch and keeps a copy of the EMA weights it was shown."""
+    """Returns the given results epoch by epoch (a number: mAP50, COCO AP50 and mAP50-95 all that value; a tuple: (VOC
+    mAP50, COCO AP50, mAP50-95)) and keeps a copy of the EMA weights it was shown."""
 
     def __init__(self, values):
         self.values, self.seen = list(values), []
@@ -25,24 +29,30 @@ class ScriptedEvaluator(object):
     def evaluate(self, model, splitName):
         self.seen.append({k: v.clone() for k, v in model.state_dict().items()})
         value = self.values.pop(0)
-        return {"mAP50": value, "mAP50Coco": value, "mAP5095": value}
+        mAP50, mAP50Coco, mAP5095 = value if isinstance(value, tuple) else (value,) * 3
+        return {"mAP50": mAP50, "mAP50Coco": mAP50Coco, "mAP5095": mAP5095}
 
     def paintedImages(self, model, splitName, count):
         return []  # the TensorBoard pictures: none here
 
 
-def test_best_checkpoint_is_the_epoch_of_highest_fitness(tmp_path):
+def test_best_checkpoint_is_the_epoch_of_highest_map5095(tmp_path):
+    """(VOC mAP50, COCO AP50, mAP50-95) per epoch chosen so that the old fitness 0.1 AP50 + 0.9 AP50:95 (0.45, 0.398,
+    0.419) and mAP50 (0.95, 0.3, 0.6) would keep epoch 1: mAP50-95 alone (0.40, 0.42, 0.41) keeps epoch 2. results.csv's
+    fitness column equals its mAP5095 column in every row."""
     mcfg = tinyConfig(tmp_path, maxEpoch=3, evalEveryEpochs=1, epochValidation=True)
-    evaluator = ScriptedEvaluator([0.2, 0.5, 0.3])
+    evaluator = ScriptedEvaluator([(0.95, 0.9, 0.40), (0.3, 0.2, 0.42), (0.6, 0.5, 0.41)])
     trainer = Trainer(mcfg, YoloModel(mcfg), DetectionLoss, evaluator)
     trainer.run()
     best = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), weights_only=True)
-    assert all(torch.equal(best[k], evaluator.seen[1][k]) for k in best)  # epoch 2, not the last one
-    assert trainer.bestMetric == pytest.approx(0.5)
-    assert [round(r["fitness"], 6) for r in trainer.history] == [0.2, 0.5, 0.3]
+    assert all(torch.equal(best[k], evaluator.seen[1][k]) for k in best)  # epoch 2, not the first nor the last one
+    assert not all(torch.equal(best[k], evaluator.seen[0][k]) for k in best)
+    assert trainer.bestMetric == 0.42
+    assert [r["fitness"] for r in trainer.history] == [0.40, 0.42, 0.41]
     with open(os.path.join(mcfg.runDir(), "results.csv")) as f:
-        header = f.readline().strip().split(",")
-    assert {"fitness", "mAP50", "mAP5095", "dataSeconds", "validationSeconds"} <= set(header)
+        rows = list(csv.DictReader(f))
+    assert {"fitness", "mAP50", "mAP5095", "dataSeconds", "validationSeconds"} <= set(rows[0])
+    assert [row["fitness"] for row in rows] == [row["mAP5095"] for row in rows] == ["0.4", "0.42", "0.41"]
 
 
 def test_epochs_without_measurement_keep_the_best(tmp_path):
@@ -55,8 +65,13 @@ def test_epochs_without_measurement_keep_the_best(tmp_path):
     assert ["fitness" in r for r in trainer.history] == [False, True, False, True, True]
 
 
-def test_fitness_weights():
-    assert fitness({"mAP50Coco": 0.8, "mAP5095": 0.5, "mAP50": 0.9}) == pytest.approx(0.1 * 0.8 + 0.9 * 0.5)
+def test_fitness_is_map5095_alone():
+    """Ultralytics 8.4.190's Metric.fitness, called on a stub of its mean results (P, R, mAP50, mAP50-95): mAP50-95."""
+    requireOracle("ultralytics")
+    from ultralytics.utils import metrics
+    stub = types.SimpleNamespace(mean_results=lambda: [0.7, 0.6, 0.9, 0.5])
+    assert metrics.Metric.fitness(stub) == 0.5
+    assert fitness({"mAP50Coco": 0.8, "mAP5095": 0.5, "mAP50": 0.9}) == 0.5
 
 
 @pytest.mark.parametrize("validation", [False, True])

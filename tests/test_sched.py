@@ -12,7 +12,8 @@ import torch.nn as nn
 from model.base.yolomodel import YoloModel
 from tests.helpers import makeConfig, requireOracle
 from train.opt import makeOptimizer, parameterGroups
-from train.sched import LearningRateSchedule, warmupIterations
+from misc.errors import MarsError
+from train.sched import LearningRateSchedule, accumulation, rampedAccumulation, warmupIterations
 
 requireOracle("ultralytics")
 from ultralytics.engine.trainer import BaseTrainer as RefTrainer  # noqa: E402
@@ -38,29 +39,36 @@ def groupValues(optimizer):
     return {g["kind"]: (g["lr"], g["momentum"]) for g in optimizer.param_groups}
 
 
-@pytest.mark.parametrize("warmupEpochs, itersPerEpoch, totalIters, expected", [
-    (3.0, 50, 10000, 150),  # 3 epochs
-    (3.0, 10, 10000, 100),  # at least 100 iterations
-    (0.5, 7, 10000, 100),
-    (1.5, 101, 100000, 152),  # round(151.5)
-    (3.0, 10, 150, 75),  # at most half the run, floor included
-    (3.0, 100, 400, 200),
-    (0.0, 50, 10000, 0),  # no warm-up: no floor either
-    (-1.0, 50, 10000, 0),
+@pytest.mark.parametrize("warmupEpochs, itersPerEpoch, epochs, expected", [
+    (3.0, 50, 200, 150),  # 3 epochs
+    (3.0, 10, 200, 30),  # no 100-iteration floor (older Ultralytics releases and Mars had one)
+    (3.0, 25, 12, 75),  # bench/versus.py's demo: 400 images in batches of 16
+    (0.5, 7, 200, 4),  # round(3.5), half to even
+    (1.5, 101, 200, 152),  # round(151.5)
+    (3.0, 10, 3, 20),  # at most all but the last epoch
+    (3.0, 100, 4, 300),  # no half-run cap
+    (3.0, 10, 1, 0),  # one epoch: no warm-up
+    (0.0, 50, 200, 0),  # no warm-up
+    (-1.0, 50, 200, 0),
 ])
-def test_warmup_length_rule(warmupEpochs, itersPerEpoch, totalIters, expected):
-    assert warmupIterations(warmupEpochs, itersPerEpoch, totalIters) == expected
+def test_warmup_length_rule(warmupEpochs, itersPerEpoch, epochs, expected):
+    """round(min(warmupEpochs, epochs - 1) * batches per epoch), 0 when not positive: Ultralytics 8.4.190's formula."""
+    assert warmupIterations(warmupEpochs, itersPerEpoch, epochs) == expected
+    reference = min(warmupEpochs, max(epochs - 1, 0))
+    assert expected == (round(reference * itersPerEpoch) if reference > 0 else 0)
 
 
-def test_warmup_length_equals_ultralytics_where_the_rules_agree():
-    """Ultralytics 8.4: round(warmup_epochs * batches) (at most epochs - 1 epochs): the same above the 100-iteration
-    floor and below Mars's half-run cap."""
-    for warmupEpochs, batches, epochs in [(3.0, 50, 100), (2.0, 64, 50), (3.0, 400, 20)]:
-        ref = types.SimpleNamespace(args=types.SimpleNamespace(warmup_epochs=warmupEpochs), epochs=epochs)
-        expected = RefTrainer._get_warmup_iterations(ref, batches)
-        assert warmupIterations(warmupEpochs, batches, epochs * batches) == expected
-        mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), warmupEpochs=warmupEpochs, maxEpoch=epochs)
-        assert LearningRateSchedule(mcfg, batches).warmup == expected
+@pytest.mark.parametrize("warmupEpochs, batches, epochs", [(3.0, 50, 100), (2.0, 64, 50), (3.0, 400, 20), (3.0, 10, 100),
+                                                           (3.0, 25, 12), (3.0, 10, 3), (0.5, 7, 2), (3.0, 9, 1),
+                                                           (0.0, 10, 10), (2.5, 3, 2)])
+def test_warmup_length_equals_ultralytics(warmupEpochs, batches, epochs):
+    """Ultralytics 8.4.190's own BaseTrainer._get_warmup_iterations on a stub holding its two inputs (args.warmup_epochs,
+    epochs) gives Mars's warm-up, and the schedule uses it."""
+    ref = types.SimpleNamespace(args=types.SimpleNamespace(warmup_epochs=warmupEpochs), epochs=epochs)
+    expected = RefTrainer._get_warmup_iterations(ref, batches)
+    assert warmupIterations(warmupEpochs, batches, epochs) == expected
+    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), warmupEpochs=warmupEpochs, maxEpoch=epochs)
+    assert LearningRateSchedule(mcfg, batches).warmup == expected
 
 
 def test_cosine_schedule_per_iteration_and_group():
@@ -103,13 +111,16 @@ def test_schedule_equals_ultralytics_interpolation(schedulerType):
         returned = schedule.apply(optimizer, step)
         target = BASE * lf(step)
         for group in optimizer.param_groups:
-            if step < warmup:
+            if step <= warmup:  # Ultralytics' ni <= nw: at ni == nw the interpolation ends on the targets, exactly
                 lr = np.interp(step, [0, warmup], [BIAS if group["kind"] == "bias" else 0.0, target])
                 momentum = np.interp(step, [0, warmup], [0.8, MOMENTUM])
             else:
                 lr, momentum = target, MOMENTUM
             assert group["lr"] == pytest.approx(lr, rel=1e-9, abs=1e-15), (step, group["kind"])
             assert group["momentum"] == pytest.approx(momentum, rel=1e-12), (step, group["kind"])
+            if step == warmup:
+                assert (lr, momentum) == (target, MOMENTUM)  # Ultralytics: on its targets
+                assert (group["lr"], group["momentum"]) == (schedule.decayed(step), MOMENTUM)  # Mars: on its own
         assert returned == optimizer.param_groups[0]["lr"]
         if step >= warmup:  # decays monotonically after the warm-up
             assert previous is None or returned <= previous
@@ -120,6 +131,56 @@ def test_no_warmup_starts_at_base():
     schedule, optimizer = scheduleAndOptimizer(warmupEpochs=0.0)
     schedule.apply(optimizer, 0)
     assert groupValues(optimizer) == {k: (BASE, MOMENTUM) for k in ("conv", "norm", "bias")}
+
+
+# --- gradient accumulation (mcfg.nominalBatchSize) ------------------------------------------------------------------
+def ultralyticsAccumulate(nbs, batch, batches, epochs):
+    """BaseTrainer._build_train_pipeline: max(round(nbs / batch), 1), at most batches * epochs."""
+    return min(max(round(nbs / batch), 1), batches * epochs)
+
+
+def ultralyticsRamp(ni, nw, acc0):
+    """BaseTrainer._do_train: during warm-up (nw and ni <= nw) max(1, int(np.interp(ni, [0, nw], [1, acc0]).round()))."""
+    return max(1, int(np.interp(ni, [0, nw], [1, acc0]).round())) if nw and ni <= nw else acc0
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 16, 20, 24, 32, 43, 64, 100])
+@pytest.mark.parametrize("nw", [0, 1, 6, 7, 10, 75, 300])
+def test_accumulation_ramp_equals_ultralytics(nw, batch):
+    """Batches per optimizer step for a nominal batch of 64, at every iteration ni of a warm-up of nw and after it:
+    Ultralytics 8.4.190's accumulate, its cap and its ramp (np.interp, rounded half to even), value for value."""
+    batches, epochs = 25, 12
+    acc0 = accumulation(64, batch, batches * epochs)
+    assert acc0 == ultralyticsAccumulate(64, batch, batches, epochs)
+    assert [rampedAccumulation(ni, nw, acc0) for ni in range(nw + 5)] == [ultralyticsRamp(ni, nw, acc0)
+                                                                          for ni in range(nw + 5)]
+    assert accumulation(0, batch, batches * epochs) == 1  # nominalBatchSize 0: a step per batch
+    assert accumulation(64, batch, 2) == min(acc0, 2) == ultralyticsAccumulate(64, batch, 1, 2)  # capped at the run
+
+
+def test_accumulation_in_the_schedule():
+    """The schedule's accumulate and stepImages follow mcfg.nominalBatchSize and the global batch; AdamW with
+    nominalBatchSize 0 steps per 64 images (train/sched.py nominalBatchSize), SGD per batch."""
+    def schedule(**fields):
+        mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), maxEpoch=10, warmupEpochs=1.0, **fields)
+        return LearningRateSchedule(mcfg, 20, fields.get("batchSize", 16) * fields.pop("ranks", 1))
+    assert (schedule(batchSize=16).accumulate, schedule(batchSize=16).stepImages) == (1, 16)
+    sgd = schedule(batchSize=16, nominalBatchSize=64)
+    assert (sgd.accumulate, sgd.stepImages, sgd.warmup) == (4, 64, 20)
+    assert [sgd.accumulation(ni) for ni in (0, 5, 10, 15, 20, 21, 199)] == [1, 2, 2, 3, 4, 4, 4]
+    assert schedule(batchSize=16, nominalBatchSize=64, optimizerType="AdamW").accumulate == 4
+    adamw = schedule(batchSize=16, optimizerType="AdamW")
+    assert (adamw.accumulate, adamw.stepImages) == (4, 64)
+    assert schedule(batchSize=8, optimizerType="AdamW", nominalBatchSize=32).accumulate == 4
+    assert schedule(batchSize=100, optimizerType="AdamW").stepImages == 100
+    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), batchSize=8, nominalBatchSize=64)
+    assert LearningRateSchedule(mcfg, 20, 8 * 4).accumulate == 2  # 4 ranks: the global batch of 32 images
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "64", True])
+def test_nominal_batch_size_must_be_a_non_negative_int(value):
+    with pytest.raises(MarsError, match=r"^mcfg.nominalBatchSize=.* must be a non-negative integer"):
+        makeConfig("nano", nc=2, inputShape=(64, 64), nominalBatchSize=value)
 
 
 # --- optimizer groups and weight decay -------------------------------------------------------------------------
@@ -141,7 +202,7 @@ def test_groups_equal_ultralytics_on_yolov8():
 @pytest.mark.parametrize("images", [16, 64, 128])
 def test_weight_decay_on_conv_weights_only_scaled_per_64_images(images):
     mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), optimizerWeightDecay=5e-4, batchSize=4)
-    optimizer = makeOptimizer(mcfg, toyModel(), totalBatchSize=images)
+    optimizer = makeOptimizer(mcfg, toyModel(), stepImages=images)
     decays = {g["kind"]: g["weight_decay"] for g in optimizer.param_groups}
     assert decays == {"conv": pytest.approx(5e-4 * images / 64, rel=1e-12), "norm": 0.0, "bias": 0.0}
     if images >= 64:  # Ultralytics: weight_decay * batch * accumulate / nbs, accumulate = max(round(64 / batch), 1)

@@ -4,14 +4,16 @@ import math
 
 import torch
 
-NOMINAL_BATCH_SIZE = 64  # images: the EMA is counted in units of this many images, whatever the batch size
+NOMINAL_BATCH_SIZE = 64  # images: the EMA counts in units of this many images (its own unit, not mcfg.nominalBatchSize)
 
 
 class ModelEma(object):
     """ema = d * ema + (1 - d) * model over floating-point parameters and buffers (integer buffers are copied).
 
     The average is counted in images, not optimizer steps, so its horizon in epochs does not depend on the batch
-    size or the number of ranks (as Ultralytics, which averages once per 64 images): after a step of n images,
+    size, the number of ranks or the gradient accumulation (Ultralytics averages once per optimizer step, of 64
+    images by its nominal batch): the trainer updates once per optimizer step with n = the images of all the batches
+    (all ranks) that step accumulated; after a step of n images,
     updates += n / nominalBatchSize, d = decay * (1 - exp(-updates / tau)) per nominal batch, and the step applies
     d ** (n / nominalBatchSize). Once the ramp has saturated (d constant), four steps of 16 images move the average
     exactly as one step of 64 would with the same weights; during the ramp each step uses its own count.
@@ -31,7 +33,8 @@ class ModelEma(object):
 
     @torch.no_grad()
     def update(self, model, skipped=None, numImages=NOMINAL_BATCH_SIZE):
-        """One averaging step towards model's current state, for a training step of numImages images (all ranks).
+        """One averaging step towards model's current state, for an optimizer step of numImages images (all its
+        accumulated batches, all ranks).
 
         skipped: optional 0-dim bool tensor on the model's device, True when the training step was skipped: the
         average then stays as it is (the update count still advances; nothing is read on the host)."""
@@ -49,4 +52,5 @@ class ModelEma(object):
         step = torch._foreach_sub(current, averaged)  # ema += weight * (model - ema), three fused list operations
         torch._foreach_mul_(step, weight)
         torch._foreach_add_(averaged, step)
-        torch._foreach_copy_(counters, counterValues)
+        if counters:  # BatchNorm's num_batches_tracked (a model without BatchNorm has none)
+            torch._foreach_copy_(counters, counterValues)

@@ -17,13 +17,17 @@ def parameterGroups(model):
     return convWeights, normWeights, biases
 
 
-def makeOptimizer(mcfg, model, totalBatchSize=None):
-    """SGD (nesterov) or AdamW over the three groups; weight decay is mcfg.optimizerWeightDecay per 64 images,
-    scaled to the images of one step (mcfg.batchSize x ranks) because the loss is summed over the batch.
-    Every group records its 'kind'. Fused: one kernel per step, and it skips the update on the device when the trainer
-    sets optimizer.found_inf (a non-finite step) -- see engine/trainer.py."""
+def makeOptimizer(mcfg, model, stepImages=None):
+    """SGD (nesterov) or AdamW over the three groups. Weight decay is mcfg.optimizerWeightDecay per 64 images, scaled to
+    the images of one optimizer step, stepImages = global batch (mcfg.batchSize x ranks) x batches accumulated per step
+    (LearningRateSchedule.stepImages; default mcfg.batchSize), because the loss is summed over the images: Ultralytics'
+    weight_decay * batch * accumulate / nbs with nbs 64 (with another nbs Ultralytics counts the decay per nbs images,
+    Mars per 64 whatever mcfg.nominalBatchSize). With mcfg.nominalBatchSize 0, AdamW still accumulates to a nominal
+    batch of 64 images (train/sched.py nominalBatchSize), as Ultralytics' AdamW does. Every group records its 'kind'. Fused: one kernel per step, and
+    it skips the update on the device when the trainer sets optimizer.found_inf (a non-finite step) -- see
+    engine/trainer.py."""
     convWeights, normWeights, biases = parameterGroups(model)
-    decay = mcfg.optimizerWeightDecay * (totalBatchSize or mcfg.batchSize) / 64
+    decay = mcfg.optimizerWeightDecay * (stepImages or mcfg.batchSize) / 64
     groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),
               dict(params=normWeights, weight_decay=0.0, kind="norm"),
               dict(params=biases, weight_decay=0.0, kind="bias")]
