@@ -21,7 +21,7 @@ Every model is evaluated on the test split with the ground truth of all 20 class
 (all-point) over A1..A10, A11..A20 and all classes. The settings are the cfgops files' (weights, temperature,
 learning rate), with the tag epoch@<epochs> (so a student's frozen backbone is the first quarter of its epochs) and
 the input size given here. Runs land in ROOT/bench-distill-<preset>-<size>px/; a finished teacher is reused
-(--nobuf trains it again), students always start over.
+(--nobuf trains it again), students start over (--reuse-students: a finished one is evaluated again).
 The last line, `retained A1-A10 mAP50: finetune=0.xxx distill=0.xxx  new A11-A20: finetune=0.xxx distill=0.xxx`,
 compares finetune with the first distillation method of --methods (means over the seeds), for scripts.
 Times on the 2-core machine, --threads 1, in docs/distillation.md.
@@ -80,6 +80,9 @@ def parseArgs(argv):
     parser.add_argument("--nobuf", action="store_true", help="train the teacher again even if it is cached")
     parser.add_argument("--seeds", type=int, default=1, help="student seeds (mean and standard deviation over them)")
     parser.add_argument("--joint", action="store_true", help="also train the joint upper reference (all 20 labels)")
+    parser.add_argument("--reuse-students", action="store_true",
+                        help="evaluate a student that has finished all its epochs under ROOT again instead of training it "
+                        "anew (same run name: preset, method, seed); by default every student starts over")
     return parser.parse_args(argv)
 
 
@@ -151,7 +154,7 @@ def main(argv=None):
         results, seconds = [], 0.0
         for seed in range(args.seeds):
             student = benchConfig(cfgname, args.student_epochs, args, user, "{}-s{}".format(runName, seed),
-                                  nobuf=True, seed=seed, **fields)
+                                  nobuf=not args.reuse_students, seed=seed, **fields)
             seconds += trainRun(student)
             results.append(evaluateRun(student))
         rows.append((name, seconds / args.seeds, results))

@@ -20,8 +20,9 @@ newClassRows (the rows, weight and bias, of the last class Conv2d of every level
 (head.boxBranches); "features" = backbone + neck, "all" = every trainable parameter.
 
 Push on the new classes: two objectives of the student's class logits z (B, A, nc):
-    objects     the mean, over (image, anchor, class c) with c new and the anchor inside a ground-truth box of class c
-                (the assigner's candidate rule: centre inside the box, small boxes widened), of z[image, anchor, c];
+    objects     the mean, over (image, anchor, class c) with c new and the anchor one the TaskAlignedAssigner makes
+                positive for a ground-truth box of class c (the anchors whose scores make the detections the AP
+                counts), of z[image, anchor, c];
     background  the mean, over anchors inside no ground-truth box (of any class), of the MEAN over the new classes of z.
 pushObjects(T) = -<G_T, grad(objects)>: to first order, how much a plain SGD step on T alone (theta -= lr G_T) changes
 the objective per unit learning rate: the objective moves by lr * push (positive raises the new-class logits there,
@@ -36,6 +37,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from misc.bbox import distToBox, dflDecode
 from misc.img import imagesToDevice
 from train.loss import float32Region
 
@@ -134,19 +136,25 @@ def channelMasks(preds, regMax, isOld):
 
 
 def anchorRegions(detection, preds, targets, isOld):
-    """Which anchors lie where, by the assigner's candidate rule (DistillationDetectionLoss.anchorsInBoxes).
+    """Which anchors lie where.
 
     detection: a DetectionLoss; preds: [P3, P4, P5] (B, 4*regMax + nc, Hi, Wi); targets: (N, 6) Mars collate rows;
-    isOld: (nc,) bool. Returns objects (B, A, nc) bool (the anchor lies inside a box of class c, c new) and
-    {"newObjects", "oldObjects", "background"}: (B, A) bool (inside some new-class box / some old-class box / no
-    box)."""
+    isOld: (nc,) bool. Returns objects (B, A, nc) bool (the assigner makes the anchor positive for a box of class c, c
+    new: as the detection loss assigns them, from the predictions' boxes and scores) and {"newObjects", "oldObjects",
+    "background"}: (B, A) bool (by the assigner's candidate rule, DistillationDetectionLoss.anchorsInBoxes: inside
+    some new-class box / some old-class box / no box)."""
     gtLabels, gtBoxes, gtMask = detection.paddedTargets(preds, targets)  # (B, M, 1), (B, M, 4) pixels, (B, M, 1)
     anchorPoints, strideTensor = detection.anchors(preds)  # (A, 2) stride units, (A, 1)
     inside = detection.assigner.anchorsInside(anchorPoints * strideTensor, gtBoxes, gtMask.bool())  # (B, M, A)
     labels = gtLabels[..., 0].long()  # (B, M); padding rows are never inside
     oldBox = isOld[labels].unsqueeze(-1)  # (B, M, 1)
-    newOfClass = nn.functional.one_hot(labels, isOld.numel()).bool() & ~isOld  # (B, M, nc)
-    objects = torch.einsum("bma,bmc->bac", inside.float(), newOfClass.float()) > 0  # (B, A, nc)
+    predDist, predLogits = detection.flatten([p.detach().float() for p in preds])  # (B, A, 4*regMax), (B, A, nc)
+    predBoxes = distToBox(dflDecode(predDist, detection.proj(predDist.device)), anchorPoints)  # (B, A, 4) stride units
+    targetLabels, _, _, fgMask, _ = detection.assigner.assignDense(
+        predLogits, (predBoxes * strideTensor).type(gtBoxes.dtype), anchorPoints * strideTensor, gtLabels, gtBoxes,
+        gtMask, logits=True)  # (B, A) class of the box an anchor is positive for, (B, A) positive
+    positiveClass = nn.functional.one_hot(targetLabels.long().clamp(0, isOld.numel() - 1), isOld.numel()).bool()
+    objects = positiveClass & fgMask.unsqueeze(-1) & ~isOld  # (B, A, nc)
     regions = {"newObjects": (inside & ~oldBox).any(1), "oldObjects": (inside & oldBox).any(1),
                "background": ~inside.any(1)}
     return objects, regions
