@@ -147,8 +147,9 @@ def test_response_reach(tmp_path, teacherPath, path):
 @pytest.mark.parametrize("term", ["detection", "response", "knowledge"])
 def test_push_predicts_an_sgd_step(tmp_path, teacherPath, term):
     """A small SGD step on one term alone moves the mean new-class logit at the objects (and on background) by
-    lr * push (first order)."""
-    mcfg = studentConfig(tmp_path, teacherPath)
+    lr * push (first order). The response through every layer (mcfg.distilResponsePath "network"): through the head
+    alone its push on the new classes is exactly 0 (test_response_reach)."""
+    mcfg = studentConfig(tmp_path, teacherPath, distilResponsePath="network")
     student = perturbedStudent(mcfg)
     loss = DistillationDetectionLoss(mcfg, student)
     batches = loaderBatches(mcfg)
