@@ -172,12 +172,14 @@ MECHANISM_HELP = (
     "How to read this: each bar is one training term alone. push = how much one plain SGD step on that term would\n"
     "change the mean new-class logit, per unit learning rate (first order): + raises the new-class scores, - lowers\n"
     "them. At new-class objects + is what training should do; on background + means false positives.\n"
-    "'At their objects' averages every anchor inside a new-class box, not only the assigner's positives: the\n"
-    "detection term also lowers the non-positive ones there, so its push can be negative.\n"
+    "'At their objects' averages the anchors the assigner makes positive for a new-class box (their own class):\n"
+    "the scores that make the detections the AP counts. What lowers new-class scores there, or raises them on\n"
+    "background, costs the new classes AP.\n"
     "detectionOld / detectionNew / detectionBox: the detection term's gradient through the old-class / new-class /\n"
     "box outputs only (they add up to detection). The response matches the student's OLD-class scores to the\n"
     "teacher's; it never touches the new-class rows, so any push it gives the new classes comes through the shared\n"
-    "layers (backbone, neck, class branch): a cosine below 0 with detectionNew means it pulls them the other way.")
+    "layers (backbone, neck, class branch): a cosine below 0 with detectionNew means it pulls them the other way.\n"
+    "With mcfg.distilResponsePath 'head' (the default) it trains the old-class rows alone: its push is exactly 0.")
 
 
 def groupedBars(axes, names, series, colors, labels, annotate=True, fmt="{:+.3g}"):
