@@ -36,7 +36,8 @@ def parseArgs(argv):
     mode.add_argument("-pipe", dest="mode", action="store_const", const="pipe", help="train then evaluate (default)")
     mode.add_argument("-predict", metavar="PATH", help="paint detections on an image or a folder of images")
     mode.add_argument("-inspect", metavar="PATH", help="draw what the network learns (assignment, score maps, "
-                      "distillation maps) for an image or a folder of images, under <run>/inspect/")
+                      "distillation maps; for a student also what each loss term does to the new classes) for an image "
+                      "or a folder of images, under <run>/inspect/")
     mode.add_argument("-summary", dest="mode", action="store_const", const="summary",
                       help="one row per block: output shape, parameters, GFLOPs (also <run>/model.txt)")
     parser.add_argument("-nobuf", action="store_true", help="ignore cached checkpoints and start over")

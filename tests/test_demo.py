@@ -262,3 +262,51 @@ def test_hard_config_tags_combine(tmp_path, monkeypatch):
     mcfg.demoStyle, mcfg.demoImageSize = "hard", (640, 320)
     with pytest.raises(MarsError, match="mcfg.demoImageSize"):
         mcfg.finalizeDemo()
+
+
+def test_fine_style_draws_small_one_tone_aircraft(tmp_path):
+    """Style fine: square images of the given side, 8-12 aircraft tried (some may find no room or be cut by the
+    border), fuselages of 20-40 px (boxes at most ~1.4 fuselage lengths), every aircraft in the one light grey livery;
+    the writer's fine data set and its cache folder name."""
+    from demo import hard
+    rng = np.random.default_rng(5)
+    parts = [aircraftParts(k) for k in range(NUM_CLASSES)]
+    deck = ClassDeck(rng)
+    counts = []
+    for _ in range(6):
+        image, objects, scene = drawHardImage(rng, 320, 320, deck, parts, hard.FINE_OBJECTS_PER_IMAGE,
+                                              hard.FINE_LENGTH_RANGE, hard.FINE_LIVERY)
+        assert image.shape == (320, 320, 3)
+        assert {a["livery"] for a in scene["aircraft"]} == {"lightGrey"}
+        sides = [max(x1 - x0, y1 - y0) for _, x0, y0, x1, y1 in objects]
+        assert max(sides) <= 40 * 1.5
+        counts.append(len(objects))
+    assert 2 <= min(counts) and max(counts) <= 12 and np.mean(counts) >= 7
+    data = generateDemoData(str(tmp_path / "fine"), seed=0, numTrain=6, numValidation=2, numTest=2, numSmall=3,
+                            imageSize=320, style="fine")
+    sides = []
+    for stem in readSplitFile(os.path.join(data, "splits", "v5", "train.txt")):
+        _, _, objects = readVocXml(os.path.join(data, "annotations", stem + ".xml"))
+        sides += [max(x1 - x0, y1 - y0) for _, x0, y0, x1, y1 in objects]
+    assert len(sides) >= 30 and max(sides) <= 40 * 1.5  # the fine lengths reach the writer (hard: up to 72 * 1.4)
+    assert os.path.basename(ensureDemoData(str(tmp_path / "cache"), 0, 4, 2, 2, 2, imageSize=320, style="fine")) == \
+        "mar20fine-v{}-s0-320to320px-4-2-2-2".format(HARD_VERSION)
+
+
+def test_fine_config_tag(tmp_path, monkeypatch):
+    """demo.<phase>.fine[.teacher|.distillation]: fine data (sizes, 320 px images, input 320), the student starts from
+    demo.nano.fine.teacher; hard and fine together stop with one line."""
+    import cfgops as configfactory
+
+    calls = []
+    monkeypatch.setattr(configfactory, "ensureDemoData", lambda root, seed, *sizes, **kw: calls.append((sizes, kw)) or root)
+    root, user = str(tmp_path / "runs"), "tester"
+    teacher = tmp_path / "runs" / user / "demo.nano.fine.teacher" / "__cache__" / "best_weights.pth"
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"")
+    mcfg = configfactory.makeConfig("demo.nano.fine.distillation", root, user)
+    assert mcfg.teacherModelFile == str(teacher) and mcfg.demoStyle == "fine" and mcfg.inputShape == (320, 320)
+    assert mcfg.distilResponsePath == "head"
+    assert calls[-1] == ((400, 80, 120, 100), {"imageSize": 320, "style": "fine"})
+    with pytest.raises(MarsError, match="hard and fine"):
+        configfactory.makeConfig("demo.nano.hard.fine.teacher", root, user)
