@@ -23,9 +23,9 @@ def makeOptimizer(mcfg, model, stepImages=None):
     (LearningRateSchedule.stepImages; default mcfg.batchSize), because the loss is summed over the images: Ultralytics'
     weight_decay * batch * accumulate / nbs with nbs 64 (with another nbs Ultralytics counts the decay per nbs images,
     Mars per 64 whatever mcfg.nominalBatchSize). With mcfg.nominalBatchSize 0, AdamW still accumulates to a nominal
-    batch of 64 images (train/sched.py nominalBatchSize), as Ultralytics' AdamW does. Every group records its 'kind'. Fused: one kernel per step, and
-    it skips the update on the device when the trainer sets optimizer.found_inf (a non-finite step) -- see
-    engine/trainer.py."""
+    batch of 64 images (train/sched.py nominalBatchSize), as Ultralytics' AdamW does. Every group records its 'kind'.
+    Fused: one kernel per step, and it skips the update on the device when the trainer sets optimizer.found_inf (a
+    non-finite step) -- see engine/trainer.py."""
     convWeights, normWeights, biases = parameterGroups(model)
     decay = mcfg.optimizerWeightDecay * (stepImages or mcfg.batchSize) / 64
     groups = [dict(params=convWeights, weight_decay=decay, kind="conv"),
