@@ -46,7 +46,7 @@ from model.base.yolomodel import YoloModel  # noqa: E402
 
 OLD, NEW = list(range(10)), list(range(10, 20))  # A1..A10 (the teacher's classes), A11..A20
 # method -> (tags after demo.nano[.hard|.fine], knobs set on top of the config); the first two are the cfgops tags (the
-# response through the head, mcfg.distilResponsePath "head"); "-network": the response through every layer
+# response through every layer); "-head": the response trains the last class layer alone (mcfg.distilResponsePath)
 METHODS = {
     "cwd": ("distillation", {}),
     "ld": ("distillation.ld", {}),
@@ -55,9 +55,9 @@ METHODS = {
     "cwd-confident": ("distillation", {"distilResponseMask": "confident"}),
     "cwd-noresponse": ("distillation", {"distilLossWeights": (1.0, 0.25, 0.0)}),
     "cwd-cosine": ("distillation", {"distilSchedule": "cosine"}),
-    "cwd-network": ("distillation", {"distilResponsePath": "network"}),  # the default before issue 18
-    "ld-network": ("distillation.ld", {"distilResponsePath": "network"}),
-    "cwd-network-oldobjects": ("distillation", {"distilResponsePath": "network", "distilResponseMask": "oldObjects"}),
+    "cwd-head": ("distillation", {"distilResponsePath": "head"}),
+    "ld-head": ("distillation.ld", {"distilResponsePath": "head"}),
+    "cwd-oldobjects": ("distillation", {"distilResponseMask": "oldObjects"}),
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
 # preset -> (config prefix, default input size, teacher epochs, student epochs); a 12-epoch hard teacher knows nothing

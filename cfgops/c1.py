@@ -55,7 +55,7 @@ def mcfg(tags):
         mcfg.trainSplitName = mcfg.distilSplitName
         mcfg.backboneFreezeEpochs = list(range(mcfg.maxEpoch // 4))  # the first quarter: 25 of 100 epochs
         mcfg.epochValidation = False
-        mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response (through the head): docs/distillation.md
+        mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: docs/distillation.md
         if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
             mcfg.distilMethod, mcfg.distilLossWeights = "ld", (1.0, 4.0, 0.25)
     elif "ld" in tags:

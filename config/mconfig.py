@@ -108,9 +108,9 @@ class ModelConfig(object):
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
         self.distilResponseMask = "all"  # response anchors: "all", "outsideNew" (not in new-class boxes), "confident",
         # "oldObjects" (only in old-class boxes)
-        self.distilResponsePath = "head"  # what the response trains: "head" (the old classes' rows of the class branches'
-        # last convolution alone: the shared features learn from the labels and the knowledge term, so the response
-        # cannot lower the new classes' scores) or "network" (every layer; the default before issue 18, docs/distillation.md)
+        self.distilResponsePath = "network"  # what the response trains: "network" (every layer) or "head" (the old classes'
+        # rows of the class branches' last convolution alone, so it cannot lower the new classes' scores through the
+        # shared layers; measured below "network" on the demo presets: docs/distillation.md)
         self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)
         self.distilSchedule = "constant"  # knowledge and response weights over the epochs: "constant" or "cosine" (1 -> 0)
         self.epochValidation = True  # compute validation loss each epoch

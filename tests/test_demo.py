@@ -306,7 +306,7 @@ def test_fine_config_tag(tmp_path, monkeypatch):
     teacher.write_bytes(b"")
     mcfg = configfactory.makeConfig("demo.nano.fine.distillation", root, user)
     assert mcfg.teacherModelFile == str(teacher) and mcfg.demoStyle == "fine" and mcfg.inputShape == (320, 320)
-    assert mcfg.distilResponsePath == "head"
+    assert mcfg.distilResponsePath == "network"
     assert calls[-1] == ((400, 80, 120, 100), {"imageSize": 320, "style": "fine"})
     with pytest.raises(MarsError, match="hard and fine"):
         configfactory.makeConfig("demo.nano.hard.fine.teacher", root, user)
