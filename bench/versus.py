@@ -88,8 +88,9 @@ def marsRun(args, cfgname, root):
     return makeConfig(cfgname, root, userName()), seconds, peak
 
 
-def ultralyticsArgs(mcfg, args, data, project, recipe):
-    """Ultralytics train() arguments: the shared settings, plus Mars's recipe where Ultralytics has the knob."""
+def ultralyticsArgs(mcfg, args, data, project, recipe, trainImages=None):
+    """Ultralytics train() arguments: the shared settings, plus Mars's recipe where Ultralytics has the knob (its
+    warm-up: Mars's iterations for trainImages training images, mcfg.warmupMinIterations included)."""
     from config.mconfig import PHASE_LETTERS
     train = dict(model="yolov8{}.yaml".format(PHASE_LETTERS[mcfg.phase]), data=data, epochs=mcfg.maxEpoch,
                  imgsz=mcfg.inputShape[0], batch=mcfg.batchSize, seed=mcfg.seed, device="cpu", plots=False,
@@ -100,7 +101,8 @@ def ultralyticsArgs(mcfg, args, data, project, recipe):
         train.update(optimizer="SGD" if mcfg.optimizerType.upper() == "SGD" else "AdamW", lr0=mcfg.baseLearningRate,
                      lrf=mcfg.minLearningRate / mcfg.baseLearningRate, momentum=mcfg.optimizerMomentum, nbs=nbs,
                      weight_decay=mcfg.optimizerWeightDecay * nbs / 64,  # it scales by batch x accumulate / nbs
-                     warmup_epochs=mcfg.warmupEpochs, warmup_bias_lr=mcfg.warmupBiasLearningRate,
+                     warmup_epochs=marsWarmupEpochs(mcfg, trainImages) if trainImages else mcfg.warmupEpochs,
+                     warmup_bias_lr=mcfg.warmupBiasLearningRate,
                      cos_lr=mcfg.schedulerType.upper() == "COS", mosaic=mcfg.mosaic,
                      close_mosaic=mcfg.closeMosaicEpochs, fliplr=mcfg.augFlip, hsv_h=mcfg.augHsv[0],
                      hsv_s=mcfg.augHsv[1], hsv_v=mcfg.augHsv[2], scale=(mcfg.augScale[1] - mcfg.augScale[0]) / 2)
@@ -122,6 +124,14 @@ def writeYoloData(mcfg, folder):
     return data, counts["train"]
 
 
+def marsWarmupEpochs(mcfg, trainImages):
+    """Ultralytics' warmup_epochs that give it Mars's warm-up iterations (train/sched.py, mcfg.warmupMinIterations
+    included) over trainImages images: Mars's iterations / batches per epoch (8.4.190 rounds that product back)."""
+    from train.sched import LearningRateSchedule
+    batches = -(-trainImages // mcfg.batchSize)
+    return LearningRateSchedule(mcfg, batches).warmup / batches
+
+
 def ultralyticsWarmup(warmupEpochs, epochs, batches):
     """Ultralytics 8.4.190's warm-up iterations (BaseTrainer._get_warmup_iterations): all but the last epoch at most,
     no floor."""
@@ -139,7 +149,7 @@ def recipeLines(mcfg, trainImages, recipes):
     batches, warmups, steps = ["mars {}".format(ours)], ["mars {}".format(schedule.warmup)], ["mars {}".format(
         schedule.stepImages)]
     for recipe in recipes:
-        train = dict(ULTRALYTICS_DEFAULTS, **ultralyticsArgs(mcfg, None, "", "", recipe))
+        train = dict(ULTRALYTICS_DEFAULTS, **ultralyticsArgs(mcfg, None, "", "", recipe, trainImages))
         theirs = -(-trainImages // train["batch"])
         batches.append("ultralytics {} {}".format(recipe, theirs))
         warmups.append("ultralytics {} {}".format(recipe, ultralyticsWarmup(train["warmup_epochs"], train["epochs"],
@@ -149,11 +159,11 @@ def recipeLines(mcfg, trainImages, recipes):
             "warm-up iterations: " + ", ".join(warmups), "images per optimizer step: " + ", ".join(steps)]
 
 
-def ultralyticsRun(mcfg, args, folder, data, recipe):
+def ultralyticsRun(mcfg, args, folder, data, recipe, trainImages):
     """Train Ultralytics on the YOLO copy of the data (writeYoloData); -> (best.pt path, results.csv path, wall
     seconds, peak MiB)."""
     project = os.path.join(folder, "runs")
-    train = ultralyticsArgs(mcfg, args, data, project, recipe)
+    train = ultralyticsArgs(mcfg, args, data, project, recipe, trainImages)
     env = dict(os.environ, YOLO_OFFLINE="1", TQDM_DISABLE="1")
     code, seconds, peak = measured([sys.executable, "-c", ULTRALYTICS_TRAIN, json.dumps(train)], env=env)
     if code != 0:
@@ -202,7 +212,7 @@ def main(argv=None):
     try:
         data, trainImages = writeYoloData(mcfg, folder)  # before any timing
         print("\n".join(recipeLines(mcfg, trainImages, recipes)))
-        rows, breakdown = runAll(args, cfgname, root, folder, data, recipes)
+        rows, breakdown = runAll(args, cfgname, root, folder, data, recipes, trainImages)
     finally:
         if args.keep:
             print("kept {}".format(folder))
@@ -225,7 +235,7 @@ def main(argv=None):
     return 0
 
 
-def runAll(args, cfgname, root, folder, data, recipes):
+def runAll(args, cfgname, root, folder, data, recipes, trainImages):
     """Train and evaluate Mars, then Ultralytics under each recipe -> (rows of the table, Mars's epoch breakdown)."""
     from engine.checkpoint import BEST_FILE
     from tools.convert import convertStateDict, loadSource
@@ -240,7 +250,7 @@ def runAll(args, cfgname, root, folder, data, recipes):
     state = torch.load(os.path.join(mcfg.cacheDir(), BEST_FILE), map_location="cpu", weights_only=True)
     rows.append(("mars", "mars", evaluateMars(mcfg, state), mean, first, wall, peak))
     for recipe in recipes:
-        best, results, wall, peak = ultralyticsRun(mcfg, args, folder, data, recipe)
+        best, results, wall, peak = ultralyticsRun(mcfg, args, folder, data, recipe, trainImages)
         times = [float(r["time"]) for r in readCsv(results)]  # cumulative seconds since its training started
         mean, first = epochSeconds([b - a for a, b in zip([0.0] + times[:-1], times)])
         converted, phase, nc, _ = convertStateDict(loadSource(best))

@@ -95,7 +95,9 @@ class ModelConfig(object):
         self.baseLearningRate = 1e-2  # per batch
         self.minLearningRate = 1e-4  # per batch, reached at the last epoch
         self.warmupEpochs = 3.0  # epochs of linear warm-up: round(min(this, maxEpoch - 1) x batches per epoch)
-        # iterations, no iteration floor (Ultralytics 8.4.190's rule); 0 = none
+        # iterations (Ultralytics 8.4.190's rule), at least warmupMinIterations; 0 = none
+        self.warmupMinIterations = 100  # Mars's floor (at most half the run; measured better on the demo, README's
+        # recipe table); 0 = 8.4.190's rule exactly, as the stage-3 configs (cfgops distillation tags) set it
         self.warmupBiasLearningRate = 0.1  # bias learning rate at the start of warm-up
         self.gradientClip = 10.0  # max gradient L2 norm
         self.emaDecay = 0.9999  # EMA decay per 64 images (ramped up: decay * (1 - exp(-updates / emaTau)))
@@ -206,6 +208,9 @@ class ModelConfig(object):
             value = getattr(self, knob)
             if not isinstance(value, int) or value < 1:
                 raise MarsError("mcfg.{}={!r} must be a positive integer".format(knob, value))
+        if type(self.warmupMinIterations) is not int or self.warmupMinIterations < 0:
+            raise MarsError("mcfg.warmupMinIterations={!r} must be a non-negative integer of iterations (0 = Ultralytics "
+                            "8.4.190's warm-up exactly)".format(self.warmupMinIterations))
         if type(self.nominalBatchSize) is not int or self.nominalBatchSize < 0:
             raise MarsError("mcfg.nominalBatchSize={!r} must be a non-negative integer of images per optimizer step "
                             "(64 = Ultralytics' nbs, 0 = a step per batch)".format(self.nominalBatchSize))

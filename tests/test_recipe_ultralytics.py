@@ -284,18 +284,18 @@ def test_two_ranks_accumulate_with_no_sync(tmp_path):
 @pytest.mark.parametrize("nominal, batch, nbs", [(0, 16, 16), (64, 16, 64), (64, 8, 64)])
 def test_versus_gives_ultralytics_marss_warmup_and_nominal_batch(tmp_path, nominal, batch, nbs):
     """bench/versus.py's Ultralytics arguments under "mars": its warm-up (Ultralytics' own _get_warmup_iterations on
-    them) equals Mars's over the same batches per epoch (400 images), nbs is Mars's nominal batch (the batch when Mars
+    them) equals Mars's over the same batches per epoch (400 images; Mars's floor of 100 iterations included), nbs is Mars's nominal batch (the batch when Mars
     steps every batch) and the weight decay it gets is Mars's per step; the header line says both warm-ups."""
     requireOracle("ultralytics")
     from ultralytics.engine.trainer import BaseTrainer
     from bench.versus import recipeLines, ultralyticsArgs
     from train.sched import LearningRateSchedule
     mcfg = tinyConfig(tmp_path, maxEpoch=12, batchSize=batch, nominalBatchSize=nominal, warmupEpochs=3.0)
-    train = ultralyticsArgs(mcfg, None, "data.yaml", str(tmp_path), "mars")
+    train = ultralyticsArgs(mcfg, None, "data.yaml", str(tmp_path), "mars", 400)
     batches = -(-400 // train["batch"])
     stub = types.SimpleNamespace(args=types.SimpleNamespace(warmup_epochs=train["warmup_epochs"]), epochs=train["epochs"])
     schedule = LearningRateSchedule(mcfg, -(-400 // mcfg.batchSize))
-    assert BaseTrainer._get_warmup_iterations(stub, batches) == schedule.warmup == round(3 * batches)
+    assert BaseTrainer._get_warmup_iterations(stub, batches) == schedule.warmup == max(round(3 * batches), 100)
     assert train["nbs"] == nbs and train["batch"] == batch
     accumulate = max(round(train["nbs"] / train["batch"]), 1)
     assert accumulate == schedule.accumulate

@@ -67,8 +67,27 @@ def test_warmup_length_equals_ultralytics(warmupEpochs, batches, epochs):
     ref = types.SimpleNamespace(args=types.SimpleNamespace(warmup_epochs=warmupEpochs), epochs=epochs)
     expected = RefTrainer._get_warmup_iterations(ref, batches)
     assert warmupIterations(warmupEpochs, batches, epochs) == expected
-    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), warmupEpochs=warmupEpochs, maxEpoch=epochs)
+    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), warmupEpochs=warmupEpochs, maxEpoch=epochs,
+                      warmupMinIterations=0)
     assert LearningRateSchedule(mcfg, batches).warmup == expected
+
+
+@pytest.mark.parametrize("warmupEpochs, itersPerEpoch, epochs, expected", [
+    (1.0, 38, 12, 100),  # the demo: 38 iterations by 8.4.190's rule, Mars's floor makes it 100
+    (3.0, 50, 200, 150),  # longer than the floor: 8.4.190's rule
+    (1.0, 7, 30, 100),  # a student without cfgops' warmupMinIterations 0
+    (1.0, 7, 20, 70),  # the floor is at most half the run
+    (3.0, 10, 3, 20),  # 8.4.190's rule is never shortened (20 > 15, half the run)
+    (0.0, 50, 200, 0),  # no warm-up stays none
+])
+def test_warmup_floor(warmupEpochs, itersPerEpoch, epochs, expected):
+    """mcfg.warmupMinIterations (default 100): max(8.4.190's iterations, min(100, half the run)); the schedule uses it,
+    and the stage-3 configs (cfgops distillation tags) set it to 0."""
+    assert warmupIterations(warmupEpochs, itersPerEpoch, epochs, 100) == expected
+    mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), warmupEpochs=warmupEpochs, maxEpoch=epochs)
+    assert mcfg.warmupMinIterations == 100 and LearningRateSchedule(mcfg, itersPerEpoch).warmup == expected
+    from cfgops import demo
+    assert demo.mcfg(["nano", "distillation"]).warmupMinIterations == 0 and demo.mcfg(["nano"]).warmupMinIterations == 100
 
 
 def test_cosine_schedule_per_iteration_and_group():
@@ -162,7 +181,8 @@ def test_accumulation_in_the_schedule():
     """The schedule's accumulate and stepImages follow mcfg.nominalBatchSize and the global batch; AdamW with
     nominalBatchSize 0 steps per 64 images (train/sched.py nominalBatchSize), SGD per batch."""
     def schedule(**fields):
-        mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), maxEpoch=10, warmupEpochs=1.0, **fields)
+        mcfg = makeConfig("nano", nc=2, inputShape=(64, 64), maxEpoch=10, warmupEpochs=1.0, warmupMinIterations=0,
+                          **fields)
         return LearningRateSchedule(mcfg, 20, fields.get("batchSize", 16) * fields.pop("ranks", 1))
     assert (schedule(batchSize=16).accumulate, schedule(batchSize=16).stepImages) == (1, 16)
     sgd = schedule(batchSize=16, nominalBatchSize=64)

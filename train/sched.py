@@ -6,11 +6,16 @@ WARMUP_MOMENTUM = 0.8  # SGD momentum at the start of warm-up
 ADAMW_NOMINAL_BATCH_SIZE = 64  # AdamW with mcfg.nominalBatchSize 0: images per step all the same (nominalBatchSize)
 
 
-def warmupIterations(warmupEpochs, itersPerEpoch, epochs):
+def warmupIterations(warmupEpochs, itersPerEpoch, epochs, minIterations=0):
     """Ultralytics 8.4.190's rule (BaseTrainer._get_warmup_iterations): round(min(warmupEpochs, epochs - 1) *
-    itersPerEpoch) iterations, the last epoch never warms up; 0 when that is not positive. No iteration floor."""
+    itersPerEpoch) iterations, the last epoch never warms up; 0 when that is not positive. minIterations > 0 is Mars's
+    floor (mcfg.warmupMinIterations): a warm-up lasts at least that many iterations, the floor itself at most half the
+    run (max(rule, min(minIterations, run // 2))); 0 = 8.4.190's rule exactly."""
     warmupEpochs = min(warmupEpochs, max(epochs - 1, 0))
-    return round(warmupEpochs * itersPerEpoch) if warmupEpochs > 0 else 0
+    iterations = round(warmupEpochs * itersPerEpoch) if warmupEpochs > 0 else 0
+    if iterations and minIterations > 0:
+        iterations = max(iterations, min(minIterations, epochs * itersPerEpoch // 2))
+    return iterations
 
 
 def nominalBatchSize(mcfg):
@@ -56,7 +61,7 @@ class LearningRateSchedule(object):
     def __init__(self, mcfg, itersPerEpoch, globalBatch=None):
         self.base, self.min = mcfg.baseLearningRate, mcfg.minLearningRate
         self.total = max(1, mcfg.maxEpoch * itersPerEpoch)
-        self.warmup = warmupIterations(mcfg.warmupEpochs, itersPerEpoch, mcfg.maxEpoch)
+        self.warmup = warmupIterations(mcfg.warmupEpochs, itersPerEpoch, mcfg.maxEpoch, mcfg.warmupMinIterations)
         self.warmupBias = mcfg.warmupBiasLearningRate
         self.momentum = mcfg.optimizerMomentum
         self.cosine = mcfg.schedulerType.upper() == "COS"
