@@ -155,17 +155,20 @@ def test_push_predicts_an_sgd_step(tmp_path, teacherPath, term):
     batches = loaderBatches(mcfg)
     before = probeDistillation(student, loss, batches, OLD, mcfg.nc)
     grads = plainGradients(student, loss, batches, term)
-    lr = 0.1 / float(torch.cat([g.reshape(-1) for g in grads.values()]).norm())  # a step of norm 0.1
-    stepped = copy.deepcopy(student)
-    with torch.no_grad():
-        for name, p in stepped.named_parameters():
-            p.sub_(lr * grads[name])
-    after = probeDistillation(stepped, DistillationDetectionLoss(mcfg, stepped), batches, OLD, mcfg.nc)
+    norm = float(torch.cat([g.reshape(-1) for g in grads.values()]).norm())
     for key, objective in (("pushObjects", "objects"), ("pushBackground", "background")):
         push = before[key][term]
         assert push is not None and abs(push) > 0, (key, term)
+        lr = 0.1 / norm  # a step of norm 0.1
+        stepped = copy.deepcopy(student)
+        with torch.no_grad():
+            for name, p in stepped.named_parameters():
+                p.sub_(lr * grads[name])
+        after = probeDistillation(stepped, DistillationDetectionLoss(mcfg, stepped), batches, OLD, mcfg.nc)
         change = after["newClassLogits"][objective] - before["newClassLogits"][objective]
-        assert change == pytest.approx(lr * push, rel=0.05), (key, term, change, lr * push)
+        # 5%, or 1e-6 (a float32 ulp of a logit near -10: the two float32 forwards differ by that much whatever the
+        # step, which matters only for the smallest pushes, e.g. the knowledge term's on background, ~1e-5)
+        assert change == pytest.approx(lr * push, rel=0.05, abs=1e-6), (key, term, change, lr * push)
 
 
 def test_probe_changes_nothing(tmp_path, teacherPath):

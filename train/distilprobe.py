@@ -200,8 +200,10 @@ def probeBatch(model, loss, layout, sums, images, targets, isOld):
     backgroundSum = (logits[..., ~isOld].sum(-1) / max(1, int((~isOld).sum())) * background).sum()
     sums.objectGrad += layout.gradient(objectSum)
     sums.backgroundGrad += layout.gradient(backgroundSum)
-    sums.objectSum += float(objectSum.detach())
-    sums.backgroundSum += float(backgroundSum.detach())
+    values = logits.detach().double()  # the objectives' values summed in float64 (float32 sums of thousands of
+    # logits round to 1e-5, the size of a small push's change)
+    sums.objectSum += float((values * objects).sum())
+    sums.backgroundSum += float((values[..., ~isOld].sum(-1) / max(1, int((~isOld).sum())) * background).sum())
     sums.objectCount += int(objects.sum())
     sums.backgroundCount += int(background.sum())
 
