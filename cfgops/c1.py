@@ -54,7 +54,7 @@ def mcfg(tags):
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
         mcfg.backboneFreezeEpochs = list(range(mcfg.maxEpoch // 4))  # the first quarter: 25 of 100 epochs
-        mcfg.warmupMinIterations = 0  # 8.4.190's warm-up: a floor of 100 iterations was half a student's run and
+        mcfg.warmupMinIterations = 0  # 8.4.190's warm-up: a floor of 100 iterations is half of a 30-epoch student's run and
         # cost the new classes (docs/distillation.md)
         mcfg.epochValidation = False
         mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: docs/distillation.md

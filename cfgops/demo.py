@@ -1,7 +1,7 @@
 """Built-in demo: a MAR20-shaped synthetic data set (A1..A20 aircraft silhouettes), generated under the run root
 on first use, sized so a nano model trains and evaluates on a CPU in minutes.
 
-Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), hard (the MAR20-like style of demo/hard.py: 400/80/120/100 images of 320-640 px with 4-20 small aircraft in shared liveries, clutter and occlusion, input 320; combines with the others, e.g. demo.nano.hard.distillation), fine (fine-grained: 400/80/120/100 images of 320 px with 8-12 aircraft of 20-40 px, all in one light grey livery, input 320: the regime where a weak teacher's response used to cost the new classes; demo.nano.fine.distillation), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
+Tags: full, pretrained, teacher, distillation, ld (as in c1.py; pretrained freezes 3 epochs), tiny (a seconds-long smoke run on 32 small images), mosaic (4-image mosaic, probability 1), hard (the MAR20-like style of demo/hard.py: 400/80/120/100 images of 320-640 px with 4-20 small aircraft in shared liveries, clutter and occlusion, input 320; combines with the others, e.g. demo.nano.hard.distillation), fine (fine-grained: 400/80/120/100 images of 320 px with 8-12 aircraft of 20-40 px, all in one light grey livery, input 320: the regime of issue 18's independent check, a weak teacher and fine-grained types; demo.nano.fine.distillation), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
 """
 from config.mconfig import ModelConfig
 from config.tags import applyCommonTags, pretrainedBackbonePath
@@ -57,7 +57,7 @@ def mcfg(tags):
         mcfg.teacherClassIndexes = list(range(10))
         mcfg.trainSplitName = mcfg.distilSplitName
         mcfg.backboneFreezeEpochs = list(range(mcfg.maxEpoch // 4))  # the first quarter (5 of bench/distill.py's 20)
-        mcfg.warmupMinIterations = 0  # 8.4.190's warm-up: a floor of 100 iterations was half a student's run and
+        mcfg.warmupMinIterations = 0  # 8.4.190's warm-up: a floor of 100 iterations is half of a 30-epoch student's run and
         # cost the new classes (docs/distillation.md)
         mcfg.distilLossWeights = (1.0, 0.25, 0.25)  # detection, cwd, response: docs/distillation.md
         if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
