@@ -31,6 +31,20 @@ def makeConfig(phase="nano", nc=20, inputShape=(160, 160), **fields):
     return mcfg.finalize()
 
 
+def randomTeacherFile(directory, fileName, size, nc=20):
+    """Save a nano teacher of nc classes at size x size (random weights from seed 1, BatchNorm statistics moved off
+    their defaults by three train-mode forwards) as directory/fileName; returns the path."""
+    from model.base.yolomodel import YoloModel
+    torch.manual_seed(1)
+    teacher = YoloModel(makeConfig(nc=nc, inputShape=(size, size))).train()
+    with torch.no_grad():
+        for _ in range(3):
+            teacher(torch.rand(2, 3, size, size))
+    path = str(directory / fileName)
+    teacher.save(path)
+    return path
+
+
 def writeVocSet(root, images, classList, splits):
     """images: {stem: (h, w, [(className, x0, y0, x1, y1), ...])} drawn as filled rectangles of the class colour on
     noisy grey; splits: {name: [stems]}. Returns (imageDir, annotationDir, subsetMap)."""

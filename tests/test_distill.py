@@ -18,7 +18,7 @@ from misc.errors import MarsError
 from model.base.yolomodel import YoloModel
 from model.distillation.studentmodel import YoloStudentModel, featureDict
 from model.distillation.teachermodel import YoloTeacherModel
-from tests.helpers import makeConfig, tinyConfig
+from tests.helpers import makeConfig, randomTeacherFile, tinyConfig
 from train.distilloss import (DistillationDetectionLoss, channelWiseDivergence, localisationDivergence,
                               responseDivergence)
 from train.ema import ModelEma
@@ -30,14 +30,7 @@ SIZE = 64  # pixels: every model here is a nano at 64 x 64
 @pytest.fixture(scope="module")
 def teacherFile(tmp_path_factory):
     """A nano teacher with 20 classes (random weights, BatchNorm statistics moved off their defaults)."""
-    torch.manual_seed(1)
-    teacher = YoloModel(makeConfig(inputShape=(SIZE, SIZE))).train()
-    with torch.no_grad():
-        for _ in range(3):
-            teacher(torch.rand(2, 3, SIZE, SIZE))
-    path = str(tmp_path_factory.mktemp("teacher") / "best_weights.pth")
-    teacher.save(path)
-    return path
+    return randomTeacherFile(tmp_path_factory.mktemp("teacher"), "best_weights.pth", SIZE)
 
 
 def studentConfig(teacherFile, **fields):

@@ -11,8 +11,7 @@ from dl.vocdataset import makeDataLoader
 from engine.checkpoint import BEST_FILE
 from engine.inspection import MECHANISM_PANEL, inspect
 from model import makeModel
-from model.base.yolomodel import YoloModel
-from tests.helpers import makeConfig, tinyConfig
+from tests.helpers import randomTeacherFile, tinyConfig
 from train.distilloss import DistillationDetectionLoss
 from train.distilprobe import (BASE_TERMS, COSINE_GROUPS, NORM_GROUPS, REGIONS, TERMS, probeDistillation,
                                probeSums)
@@ -25,14 +24,7 @@ CLASS_GROUPS = ("classBranch", "oldClassRows", "newClassRows")  # what the box o
 @pytest.fixture(scope="module")
 def teacherPath(tmp_path_factory):
     """A nano 2-class teacher (random weights, BatchNorm statistics moved off their defaults)."""
-    torch.manual_seed(1)
-    teacher = YoloModel(makeConfig(nc=2, inputShape=(SIZE, SIZE))).train()
-    with torch.no_grad():
-        for _ in range(3):
-            teacher(torch.rand(2, 3, SIZE, SIZE))
-    path = str(tmp_path_factory.mktemp("teacher") / "teacher.pth")
-    teacher.save(path)
-    return path
+    return randomTeacherFile(tmp_path_factory.mktemp("teacher"), "teacher.pth", SIZE, nc=2)
 
 
 def studentConfig(root, teacherPath, **fields):
