@@ -27,6 +27,7 @@ compares finetune with the first distillation method of --methods (means over th
 Times on the 2-core machine, --threads 1, in docs/distillation.md.
 """
 import argparse
+import ast
 import math
 import os
 import sys
@@ -58,6 +59,8 @@ METHODS = {
     "cwd-head": ("distillation", {"distilResponsePath": "head"}),
     "ld-head": ("distillation.ld", {"distilResponsePath": "head"}),
     "cwd-oldobjects": ("distillation", {"distilResponseMask": "oldObjects"}),
+    "cwd-raise": ("distillation", {"distilResponseDirection": "raise"}),
+    "ld-raise": ("distillation.ld", {"distilResponseDirection": "raise"}),
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }
 # preset -> (config prefix, default input size, teacher epochs, student epochs); a 12-epoch hard teacher knows nothing
@@ -84,7 +87,27 @@ def parseArgs(argv):
     parser.add_argument("--reuse-students", action="store_true",
                         help="evaluate a student that has finished all its epochs under ROOT again instead of training it "
                         "anew (same run name: preset, method, seed); by default every student starts over")
+    parser.add_argument("--student-set", action="append", default=[], metavar="KNOB=VALUE",
+                        help="set an mcfg knob on every student (repeatable; VALUE a Python literal), e.g. "
+                        "warmupMinIterations=100 or nominalBatchSize=64; the run names get -KNOBVALUE appended")
     return parser.parse_args(argv)
+
+
+def studentKnobs(pairs):
+    """--student-set ["knob=value", ...] -> ({knob: value}, run-name suffix such as "-warmupMinIterations100")."""
+    knobs, suffix = {}, ""
+    for pair in pairs:
+        knob, sep, text = pair.partition("=")
+        try:
+            value = ast.literal_eval(text) if sep and knob.isidentifier() else None
+        except (ValueError, SyntaxError):
+            value = None
+        if value is None:
+            raise MarsError("--student-set {!r}: write KNOB=VALUE with VALUE a Python literal, e.g. "
+                            "warmupMinIterations=100".format(pair))
+        knobs[knob] = value
+        suffix += "-{}{}".format(knob, "".join(c for c in str(value) if c.isalnum() or c in "."))
+    return knobs, suffix
 
 
 def benchConfig(cfgname, epochs, args, user, runName, **fields):
@@ -136,6 +159,7 @@ def main(argv=None):
         raise MarsError("--methods: {} unknown; methods: finetune, {}".format(unknown, ", ".join(METHODS)))
     if args.seeds < 1:
         raise MarsError("--seeds {} must be at least 1".format(args.seeds))
+    knobs, suffix = studentKnobs(args.student_set)
     prefix, defaultSize, teacherEpochs, studentEpochs = PRESETS[args.preset]
     args.size = args.size or defaultSize
     args.teacher_epochs, args.student_epochs = args.teacher_epochs or teacherEpochs, args.student_epochs or studentEpochs
@@ -143,6 +167,7 @@ def main(argv=None):
     rows = []  # (name, seconds, [(A1-A10, A11-A20, all) per seed])
     teacher = benchConfig(prefix + ".teacher", args.teacher_epochs, args, user, prefix + ".teacher",
                           nobuf=args.nobuf)
+    teacher.copy(**knobs)  # an unknown knob or a bad value stops here, before anything trains
     rows.append(("teacher (A1-A10 labels)", trainRun(teacher), [evaluateRun(teacher)]))
     if args.joint:
         joint = benchConfig(prefix + ".full", args.teacher_epochs, args, user, prefix + ".joint", nobuf=args.nobuf)
@@ -154,16 +179,17 @@ def main(argv=None):
     for name, cfgname, runName, fields in students:
         results, seconds = [], 0.0
         for seed in range(args.seeds):
-            student = benchConfig(cfgname, args.student_epochs, args, user, "{}-s{}".format(runName, seed),
-                                  nobuf=not args.reuse_students, seed=seed, **fields)
+            student = benchConfig(cfgname, args.student_epochs, args, user, "{}{}-s{}".format(runName, suffix, seed),
+                                  nobuf=not args.reuse_students, seed=seed, **dict(fields, **knobs))
             seconds += trainRun(student)
             results.append(evaluateRun(student))
         rows.append((name, seconds / args.seeds, results))
 
     print()
     print("{4} demo data, nano, {0}x{0} px; teacher {1} epochs on train (A1-A10 labels); students {2} epochs on small "
-          "(all 20 classes), {3} seed(s); test split, VOC mAP50, mean +- sd over seeds".format(
-              args.size, args.teacher_epochs, args.student_epochs, args.seeds, args.preset))
+          "(all 20 classes), {3} seed(s){5}; test split, VOC mAP50, mean +- sd over seeds".format(
+              args.size, args.teacher_epochs, args.student_epochs, args.seeds, args.preset,
+              "".join(", {}={!r}".format(k, v) for k, v in knobs.items())))
     print("{:<27}{:>15}{:>15}{:>15}{:>9}".format("model", "A1-A10", "A11-A20", "all", "train s"))
     summary = {}
     for name, seconds, results in rows:

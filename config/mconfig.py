@@ -19,6 +19,7 @@ SCHEDULERS = ("COS", "LINEAR")
 DISTIL_METHODS = ("cwd", "ld")  # see train/distilloss.py
 DISTIL_RESPONSE_MASKS = ("all", "outsideNew", "confident", "oldObjects")  # anchors of the response (train/distilloss.py)
 DISTIL_RESPONSE_PATHS = ("network", "head")  # the layers the response trains (train/distilloss.py)
+DISTIL_RESPONSE_DIRECTIONS = ("both", "raise")  # which way the response moves the student's scores (train/distilloss.py)
 DISTIL_SCHEDULES = ("constant", "cosine")  # distillation weights over the student's epochs (train/distilloss.py)
 DEMO_STYLES = ("easy", "hard", "fine")  # built-in demo data drawings (demo/easy.py, demo/hard.py; fine: demo/hard.py's
 # drawing with its FINE_* settings)
@@ -113,6 +114,8 @@ class ModelConfig(object):
         self.distilResponsePath = "network"  # what the response trains: "network" (every layer) or "head" (the old classes'
         # rows of the class branches' last convolution alone, so it cannot lower the new classes' scores through the
         # shared layers; measured below "network" on the demo presets: docs/distillation.md)
+        self.distilResponseDirection = "both"  # "both": old-class scores pulled to the teacher's from above and below;
+        # "raise": only lifted up to the teacher's, never lowered (the labels alone lower them)
         self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)
         self.distilSchedule = "constant"  # knowledge and response weights over the epochs: "constant" or "cosine" (1 -> 0)
         self.epochValidation = True  # compute validation loss each epoch
@@ -256,6 +259,8 @@ class ModelConfig(object):
             raise MarsError("mcfg.distilResponseMask={!r} is unknown; use one of {}".format(self.distilResponseMask, ", ".join(DISTIL_RESPONSE_MASKS)))
         if self.distilResponsePath not in DISTIL_RESPONSE_PATHS:
             raise MarsError("mcfg.distilResponsePath={!r} is unknown; use one of {}".format(self.distilResponsePath, ", ".join(DISTIL_RESPONSE_PATHS)))
+        if self.distilResponseDirection not in DISTIL_RESPONSE_DIRECTIONS:
+            raise MarsError("mcfg.distilResponseDirection={!r} is unknown; use one of {}".format(self.distilResponseDirection, ", ".join(DISTIL_RESPONSE_DIRECTIONS)))
         if self.distilSchedule not in DISTIL_SCHEDULES:
             raise MarsError("mcfg.distilSchedule={!r} is unknown; use one of {}".format(self.distilSchedule, ", ".join(DISTIL_SCHEDULES)))
         if not (isinstance(self.distilConfidence, (int, float)) and 0 <= self.distilConfidence <= 1):

@@ -179,7 +179,7 @@ MECHANISM_HELP = (
     "box outputs only (they add up to detection). The response matches the student's OLD-class scores to the\n"
     "teacher's; it never touches the new-class rows, so any push it gives the new classes comes through the shared\n"
     "layers (backbone, neck, class branch): a cosine below 0 with detectionNew means it pulls them the other way.\n"
-    "With mcfg.distilResponsePath 'head' (the default) it trains the old-class rows alone: its push is exactly 0.")
+    "With mcfg.distilResponsePath 'head' it trains the old-class rows alone: its push is exactly 0.")
 
 
 def groupedBars(axes, names, series, colors, labels, annotate=True, fmt="{:+.3g}"):

@@ -110,6 +110,41 @@ def test_masked_response_hand_worked_and_empty_mask():
     assert loss.item() == 0.0 and torch.isfinite(empty.grad).all() and empty.grad.abs().sum() == 0
 
 
+def test_response_raise_only_hand_worked():
+    """Three anchors, one class, teacher logit 2 (pt = 0.881) everywhere; student logits 0, 2, 4. "raise": the anchor
+    below the teacher keeps its KL and gradient (0.5 - pt, upwards); the one at the teacher and the one above it give
+    KL 0 and no gradient (both directions would push the one above down). The normaliser is unchanged (sum of pt)."""
+    teacher = torch.full((1, 3, 1), 2.0)
+    pt = torch.sigmoid(torch.tensor(2.0)).item()
+    student = torch.tensor([0.0, 2.0, 4.0]).view(1, 3, 1).requires_grad_(True)
+    loss = responseDivergence(student, teacher, raiseOnly=True)
+    kl0 = pt * math.log(pt / 0.5) + (1 - pt) * math.log((1 - pt) / 0.5)
+    assert loss.item() == pytest.approx(kl0 / (3 * pt), abs=1e-6)
+    loss.backward()
+    assert student.grad[0, 0, 0].item() == pytest.approx((0.5 - pt) / (3 * pt), abs=1e-6)
+    assert abs(student.grad[0, 1, 0].item()) < 1e-7 and student.grad[0, 2, 0].item() == 0.0  # at the tie: ps - pt = 0
+    both = student.detach().clone().requires_grad_(True)
+    responseDivergence(both, teacher).backward()
+    assert both.grad[0, 2, 0].item() > 0 and both.grad[0, 0, 0].item() == pytest.approx(student.grad[0, 0, 0].item())
+    logits = torch.randn(2, 30, 10)
+    assert responseDivergence(logits - 0.5, logits, raiseOnly=True).item() > 0
+    assert responseDivergence(logits + 0.5, logits, raiseOnly=True).item() == 0.0
+
+
+def test_response_direction_reaches_the_loss(teacherFile):
+    """mcfg.distilResponseDirection "raise": the loss's response equals responseDivergence(raiseOnly=True)."""
+    mcfg = studentConfig(teacherFile, distilResponseDirection="raise")
+    student = makeStudent(mcfg).train()
+    loss = DistillationDetectionLoss(mcfg, student)
+    outputs = student(torch.rand(2, 3, SIZE, SIZE))
+    loss(outputs, TARGETS)
+    predLogits = loss.detection.flatten(outputs["preds"])[1][..., :10]
+    teacherLogits = loss.detection.flatten(outputs["teacherPreds"])[1][..., :10]
+    raised = responseDivergence(predLogits, teacherLogits, raiseOnly=True).item()
+    assert loss.distilParts[1].item() == pytest.approx(raised, rel=1e-5)
+    assert raised != pytest.approx(responseDivergence(predLogits, teacherLogits).item(), rel=1e-3)
+
+
 def expectedAnchorsOutside(box, size=SIZE, strides=(8, 16, 32)):
     """Anchors (level by level, row-major) whose centre is NOT strictly inside box (x0, y0, x1, y1) pixels, sides
     of at least 16 px (no widening): a list of bools, by hand."""
@@ -369,6 +404,8 @@ def test_knob_validation():
         makeConfig(distilTemperature=0)
     with pytest.raises(MarsError, match="distilResponseMask"):
         makeConfig(distilResponseMask="inside")
+    with pytest.raises(MarsError, match="distilResponseDirection"):
+        makeConfig(distilResponseDirection="lower")
     with pytest.raises(MarsError, match="distilSchedule"):
         makeConfig(distilSchedule="linear")
     with pytest.raises(MarsError, match="distilConfidence"):

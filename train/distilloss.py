@@ -46,16 +46,20 @@ def channelWiseDivergence(studentFeat, teacherFeat, temperature=1.0):
     return kl.mean() * temperature ** 2
 
 
-def responseDivergence(studentLogits, teacherLogits, temperature=1.0, anchorMask=None):
+def responseDivergence(studentLogits, teacherLogits, temperature=1.0, anchorMask=None, raiseOnly=False):
     """Binary KL between the teacher's and the student's per-class sigmoid scores (see the module docstring).
 
     studentLogits, teacherLogits: (B, A, k) class logits of the k teacher classes.
     anchorMask: None (every anchor) or (B, A) bool/0-1, the anchors that take part.
+    raiseOnly: a student logit above the teacher's counts as equal to it (KL 0, no gradient), so the term only lifts
+        the student's scores up to the teacher's and never lowers one.
     Returns a scalar: sum over the kept (B, A) and k of KL(pt || ps) * T^2 / max(1, sum of their pt),
     pt = sigmoid(zt / T); 0 (with a zero gradient, no NaN) when the mask keeps nothing."""
     assert studentLogits.shape == teacherLogits.shape, (studentLogits.shape, teacherLogits.shape)
     student = studentLogits.float() / temperature
     teacher = teacherLogits.float() / temperature
+    if raiseOnly:
+        student = torch.minimum(student, teacher)
     teacherP = teacher.sigmoid()
     kl = teacherP * (F.logsigmoid(teacher) - F.logsigmoid(student)) + \
         (1 - teacherP) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))  # (B, A, k)
@@ -107,6 +111,7 @@ class DistillationDetectionLoss(object):
         self.oldIndex = self.oldClasses  # (k,) on the device of the predictions (oldLogits moves it once)
         self.schedule, self.maxEpoch, self.scale = mcfg.distilSchedule, mcfg.maxEpoch, 1.0
         self.responseMask = mcfg.distilResponseMask
+        self.raiseOnly = mcfg.distilResponseDirection == "raise"
         self.confidence = float(mcfg.distilConfidence)
         self.parts = torch.zeros(3)
         self.distilParts = torch.zeros(2)
@@ -180,7 +185,7 @@ class DistillationDetectionLoss(object):
         if "headLogits" in outputs:  # mcfg.distilResponsePath "head": the response trains the last class layer alone
             predLogits = torch.cat([p.float().flatten(2) for p in outputs["headLogits"]], 2).transpose(1, 2)
         response = responseDivergence(self.oldLogits(predLogits), teacherOld, self.temperature,
-                                      self.responseAnchors(preds, targets, teacherOld))
+                                      self.responseAnchors(preds, targets, teacherOld), self.raiseOnly)
         if self.method == "cwd":
             knowledge = sum(channelWiseDivergence(outputs["feats"][name], outputs["teacherFeats"][name].detach(),
                                                   self.temperature) for name in self.featureNames)
