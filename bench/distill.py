@@ -2,6 +2,7 @@
 
     python bench/distill.py [-root DIR] [--preset easy|hard|fine] [--size N] [--teacher-epochs N] [--student-epochs N]
                             [--threads 1] [--seeds 1] [--joint] [--methods finetune,cwd,ld]
+                            [--reuse-students] [--student-set KNOB=VALUE ...]
 
 On built-in demo data (generated under the root on first use): --preset easy is demo.nano (192 px images, 1-5
 aircraft coloured by type; by default input 128, teacher 12 and students 20 epochs), --preset hard is
@@ -11,8 +12,8 @@ livery: fine-grained types told apart by silhouette alone; input 320, teacher an
   1. teacher: <preset>.teacher -- all 20 class outputs, labels of A1..A10 only, the train split;
   2. from the teacher's best weights, on the `small` split with all 20 classes, each student of --methods:
      finetune: plain DetectionLoss (<preset>.distillation with modelName "base", no teacher),
-     cwd / ld: <preset>.distillation (CWD + response) and <preset>.distillation.ld (LD + response), as configured,
-     and the variants of METHODS below (the same configs with one knob changed, e.g. the response mask).
+     cwd / ld: <preset>.distillation (CWD alone) and <preset>.distillation.ld (LD + response), as configured,
+     and the variants of METHODS below (the same configs with knobs changed, e.g. cwd-response: CWD + response).
   3. with --joint, the upper reference: <preset>.full trained on the train split with all 20 labels for the
      teacher's epochs (what one model learns when every label is there from the start).
 With --seeds N every student is trained N times (mcfg.seed 0..N-1: initial shuffle and augmentation; the data and
@@ -46,20 +47,23 @@ from model import makeModel  # noqa: E402
 from model.base.yolomodel import YoloModel  # noqa: E402
 
 OLD, NEW = list(range(10)), list(range(10, 20))  # A1..A10 (the teacher's classes), A11..A20
-# method -> (tags after demo.nano[.hard|.fine], knobs set on top of the config); the first two are the cfgops tags (the
-# response through every layer); "-head": the response trains the last class layer alone (mcfg.distilResponsePath)
+# method -> (tags after demo.nano[.hard|.fine], knobs set on top of the config); "cwd" and "ld" are the cfgops tags:
+# CWD alone (the default since issue 18) and LD + response. Every other cwd-* method is a variant of the response, so it
+# puts the response back at the weight it had before (RESPONSE): "cwd-response" is that earlier default; "-head": the
+# response trains the last class layer alone (mcfg.distilResponsePath); "-raise": it only lifts the student's scores.
+RESPONSE = {"distilLossWeights": (1.0, 0.25, 0.25)}
 METHODS = {
     "cwd": ("distillation", {}),
     "ld": ("distillation.ld", {}),
-    "cwd-outside": ("distillation", {"distilResponseMask": "outsideNew"}),
+    "cwd-response": ("distillation", RESPONSE),
+    "cwd-outside": ("distillation", dict(RESPONSE, distilResponseMask="outsideNew")),
     "ld-outside": ("distillation.ld", {"distilResponseMask": "outsideNew"}),
-    "cwd-confident": ("distillation", {"distilResponseMask": "confident"}),
-    "cwd-noresponse": ("distillation", {"distilLossWeights": (1.0, 0.25, 0.0)}),
-    "cwd-cosine": ("distillation", {"distilSchedule": "cosine"}),
-    "cwd-head": ("distillation", {"distilResponsePath": "head"}),
+    "cwd-confident": ("distillation", dict(RESPONSE, distilResponseMask="confident")),
+    "cwd-cosine": ("distillation", dict(RESPONSE, distilSchedule="cosine")),
+    "cwd-head": ("distillation", dict(RESPONSE, distilResponsePath="head")),
     "ld-head": ("distillation.ld", {"distilResponsePath": "head"}),
-    "cwd-oldobjects": ("distillation", {"distilResponseMask": "oldObjects"}),
-    "cwd-raise": ("distillation", {"distilResponseDirection": "raise"}),
+    "cwd-oldobjects": ("distillation", dict(RESPONSE, distilResponseMask="oldObjects")),
+    "cwd-raise": ("distillation", dict(RESPONSE, distilResponseDirection="raise")),
     "ld-raise": ("distillation.ld", {"distilResponseDirection": "raise"}),
     "ld-cosine": ("distillation.ld", {"distilSchedule": "cosine"}),
 }

@@ -105,7 +105,8 @@ class ModelConfig(object):
         self.emaTau = 2000.0  # updates of 64 images (128,000 images); EMA decay ramp constant
         self.lossWeights = (7.5, 0.5, 1.5)  # box (CIoU), class (BCE), DFL
         self.talTopk = 10  # TaskAlignedAssigner candidates per box
-        self.distilLossWeights = (1.0, 0.25, 0.25)  # detection, knowledge (CWD or LD), response
+        self.distilLossWeights = (1.0, 0.25, 0.0)  # detection, knowledge (CWD or LD), response (0: computed and logged,
+        # not trained; the cfgops distillation tags' CWD weights, docs/distillation.md; the ld tag uses (1, 4, 0.25))
         self.distilTemperature = 1.0  # softmax / sigmoid temperature of the distillation terms (1 = unsoftened)
         self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)
@@ -113,7 +114,8 @@ class ModelConfig(object):
         # "oldObjects" (only in old-class boxes)
         self.distilResponsePath = "network"  # what the response trains: "network" (every layer) or "head" (the old classes'
         # rows of the class branches' last convolution alone, so it cannot lower the new classes' scores through the
-        # shared layers; measured below "network" on the demo presets: docs/distillation.md)
+        # shared layers; measured below "network" on the demo presets: docs/distillation.md); the knobs of the response
+        # act only when distilLossWeights[2] > 0 (0 by default)
         self.distilResponseDirection = "both"  # "both": old-class scores pulled to the teacher's from above and below;
         # "raise": only lifted up to the teacher's, never lowered (the labels alone lower them)
         self.distilConfidence = 0.25  # "confident": teacher's best old-class score at least this (0..1)

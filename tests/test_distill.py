@@ -35,7 +35,7 @@ def teacherFile(tmp_path_factory):
 
 def studentConfig(teacherFile, **fields):
     fields = dict(dict(modelName="distillation", teacherModelFile=teacherFile, checkpointModelFile=teacherFile,
-                       teacherClassIndexes=list(range(10))), **fields)
+                       teacherClassIndexes=list(range(10)), distilLossWeights=(1.0, 0.25, 0.25)), **fields)
     return makeConfig(inputShape=(SIZE, SIZE), **fields)
 
 
@@ -432,6 +432,8 @@ def test_cfgops_pairs(tmp_path):
         assert student.trainSplitName == "small" and not student.epochValidation
         assert student.trainSelectedClasses is None and student.checkpointModelFile == student.teacherModelFile
         assert student.distilMethod == "cwd" and module.mcfg(["nano", "distillation", "ld"]).distilMethod == "ld"
+        assert student.distilLossWeights == (1.0, 0.25, 0.0)  # CWD alone: the response is off (issue 18)
+        assert module.mcfg(["nano", "distillation", "ld"]).distilLossWeights == (1.0, 4.0, 0.25)
         with pytest.raises(MarsError, match="distillation.ld"):
             module.mcfg(["nano", "ld"])
 

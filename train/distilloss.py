@@ -12,12 +12,20 @@ Bernoulli(sigmoid(zs/T))) * T^2, summed and divided by the teacher's summed prob
 soft-label twin of DetectionLoss's class term (BCE summed over anchors and classes / target score sum). A softmax
 over the classes would instead turn the teacher's "nothing here" anchors (all scores near 0) into confident
 uniform distributions and make the student copy noise among background logits; sigmoid/KL keeps "background"
-and is exactly 0 when the logits agree. The box-distribution channels never enter the response. By default
-(mcfg.distilResponseMask "all") every anchor takes part, those on objects of the new classes included: the teacher
-learnt them as background, and its low old-class scores there are what keeps an old class apart from a new
-look-alike. bench/distill.py, 3 student seeds on two demo presets (docs/distillation.md): leaving those anchors out
-("outsideNew"), keeping only confident ones ("confident"), or fading the weights out (mcfg.distilSchedule
-"cosine") kept no more old classes (fewer on the easy preset) and learnt the new ones no better.
+and is exactly 0 when the logits agree. The box-distribution channels never enter the response. With
+mcfg.distilResponseMask "all" every anchor takes part, those on objects of the new classes included (the teacher
+learnt them as background). Before issue 18 (bench/distill.py, 3 student seeds on two demo presets,
+docs/distillation.md), leaving those anchors out ("outsideNew"), keeping only confident ones ("confident"), or fading
+the weights out (mcfg.distilSchedule "cosine") kept no more old classes (fewer on the easy preset) and learnt the new
+ones no better.
+
+Whether to train the response at all: the teacher was trained with all nc outputs but no label of the new classes,
+so it calls every new-class object background, and the response's gradient through the layers the new classes share
+lowers their scores (train/distilprobe.py measures it). On three demo presets over 3 seeds (docs/distillation.md) CWD
+alone learnt the new classes better than CWD + response on each and beat plain fine-tuning on every class group, while
+the response (with any of the masks, paths or directions below) did not on the easy preset: the default weights
+(mcfg.distilLossWeights, the cfgops distillation tags) give it 0. It is still computed and logged ("resp"): how far
+the student's old-class scores drift from the teacher's.
 
 Each distillation term is normalised (per channel, per unit of teacher probability, per unit of anchor weight), so
 it does not grow with the batch or the input size; like DetectionLoss, which YOLOv8 multiplies by the batch size,
