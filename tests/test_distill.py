@@ -131,15 +131,22 @@ def test_response_raise_only_hand_worked():
     assert responseDivergence(logits + 0.5, logits, raiseOnly=True).item() == 0.0
 
 
-def test_response_direction_reaches_the_loss(teacherFile):
-    """mcfg.distilResponseDirection "raise": the loss's response equals responseDivergence(raiseOnly=True)."""
-    mcfg = studentConfig(teacherFile, distilResponseDirection="raise")
+def lossOnOldLogits(teacherFile, **fields):
+    """A train-mode student of studentConfig(teacherFile, **fields), its loss called once on TARGETS ->
+    (student, loss, outputs, the student's and the teacher's old-class logits (B, A, 10))."""
+    mcfg = studentConfig(teacherFile, **fields)
     student = makeStudent(mcfg).train()
     loss = DistillationDetectionLoss(mcfg, student)
     outputs = student(torch.rand(2, 3, SIZE, SIZE))
     loss(outputs, TARGETS)
     predLogits = loss.detection.flatten(outputs["preds"])[1][..., :10]
     teacherLogits = loss.detection.flatten(outputs["teacherPreds"])[1][..., :10]
+    return student, loss, outputs, predLogits, teacherLogits
+
+
+def test_response_direction_reaches_the_loss(teacherFile):
+    """mcfg.distilResponseDirection "raise": the loss's response equals responseDivergence(raiseOnly=True)."""
+    _, loss, _, predLogits, teacherLogits = lossOnOldLogits(teacherFile, distilResponseDirection="raise")
     raised = responseDivergence(predLogits, teacherLogits, raiseOnly=True).item()
     assert loss.distilParts[1].item() == pytest.approx(raised, rel=1e-5)
     assert raised != pytest.approx(responseDivergence(predLogits, teacherLogits).item(), rel=1e-3)
@@ -184,13 +191,7 @@ def test_response_anchors_outside_new_boxes_and_confident(teacherFile):
 def test_masked_response_in_the_loss_and_all_new_batch(teacherFile):
     """The loss's response equals responseDivergence over the kept anchors; a batch where every anchor lies in a
     new-class box gives response 0 and a finite loss and gradients."""
-    mcfg = studentConfig(teacherFile, distilResponseMask="outsideNew")
-    student = makeStudent(mcfg).train()
-    loss = DistillationDetectionLoss(mcfg, student)
-    outputs = student(torch.rand(2, 3, SIZE, SIZE))
-    loss(outputs, TARGETS)
-    predLogits = loss.detection.flatten(outputs["preds"])[1][..., :10]
-    teacherLogits = loss.detection.flatten(outputs["teacherPreds"])[1][..., :10]
+    student, loss, outputs, predLogits, teacherLogits = lossOnOldLogits(teacherFile, distilResponseMask="outsideNew")
     keep = loss.responseAnchors(outputs["preds"], TARGETS, teacherLogits)
     assert not keep.all() and keep.any()
     assert loss.distilParts[1].item() == pytest.approx(responseDivergence(predLogits, teacherLogits,
