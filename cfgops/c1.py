@@ -4,8 +4,8 @@ Data root: $MARS_DATA, else DATA_ROOT below. Expected layout:
     <root>/images/<stem>.jpg, <root>/annotations/<stem>.xml, <root>/splits/v5/{train,validation,test,small}.txt
 Tags: full (train from scratch, all classes), pretrained (stage 2: start from the official backbone converted to
 resources/pretrained/backbone/backbone_<phase>.pth, frozen for the first 10 epochs), teacher (labels of A1..A10 only), distillation (student on the
-small split with all 20 classes, taught by the teacher; CWD + response), ld (with distillation: localisation
-distillation of the box distributions instead of CWD), mosaic (4-image mosaic, probability 1), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
+small split with all 20 classes, taught by the teacher; CWD alone, the response off), ld (with distillation: localisation
+distillation of the box distributions instead of CWD, with the response), mosaic (4-image mosaic, probability 1), plus the common tags (nano..extended, cpu, cuda@N, batch@N, epoch@N, size@N, seed@N, dcore@N).
 """
 import os
 
