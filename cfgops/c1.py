@@ -57,10 +57,8 @@ def mcfg(tags):
         mcfg.warmupMinIterations = 0  # 8.4.190's warm-up: a floor of 100 iterations is half of a 30-epoch student's run and
         # cost the new classes (docs/distillation.md)
         mcfg.epochValidation = False
-        mcfg.distilLossWeights = (1.0, 0.25, 0.0)  # detection, cwd, response: the old classes kept through the features
-        # alone; the response (the teacher's class scores, which call every new-class object background) lowered the
-        # new classes through the shared layers and is off (docs/distillation.md, issue 18)
-        if "ld" in tags:  # localisation distillation of the box distributions instead of CWD
+        # mcfg.distilLossWeights: config/mconfig.py's (1, 0.25, 0), CWD alone (the response off: docs/distillation.md)
+        if "ld" in tags:  # localisation distillation of the box distributions instead of CWD, with the response
             mcfg.distilMethod, mcfg.distilLossWeights = "ld", (1.0, 4.0, 0.25)
     elif "ld" in tags:
         raise MarsError("tag ld chooses a distillation method; use it with the tag distillation, e.g. c1.nano.distillation.ld")

@@ -105,8 +105,9 @@ class ModelConfig(object):
         self.emaTau = 2000.0  # updates of 64 images (128,000 images); EMA decay ramp constant
         self.lossWeights = (7.5, 0.5, 1.5)  # box (CIoU), class (BCE), DFL
         self.talTopk = 10  # TaskAlignedAssigner candidates per box
-        self.distilLossWeights = (1.0, 0.25, 0.0)  # detection, knowledge (CWD or LD), response (0: computed and logged,
-        # not trained; the cfgops distillation tags' CWD weights, docs/distillation.md; the ld tag uses (1, 4, 0.25))
+        self.distilLossWeights = (1.0, 0.25, 0.0)  # detection, knowledge (CWD or LD), response: CWD alone, the response
+        # computed and logged but not trained (it lowered the new classes' scores through the shared layers:
+        # train/distilloss.py, docs/distillation.md); the cfgops ld tag uses (1, 4, 0.25)
         self.distilTemperature = 1.0  # softmax / sigmoid temperature of the distillation terms (1 = unsoftened)
         self.distilMethod = "cwd"  # term weighted by distilLossWeights[1]: "cwd" (features) or "ld" (box distributions)
         self.distilFeatures = ("feat1", "feat2", "feat3", "X", "Y", "Z")  # maps CWD compares (DISTIL_FEATURES)

@@ -24,7 +24,7 @@ so it calls every new-class object background, and the response's gradient throu
 lowers their scores (train/distilprobe.py measures it). On three demo presets over 3 seeds (docs/distillation.md) CWD
 alone learnt the new classes better than CWD + response on each and beat plain fine-tuning on every class group, while
 the response (with any of the masks, paths or directions below) did not on the easy preset: the default weights
-(mcfg.distilLossWeights, the cfgops distillation tags) give it 0. It is still computed and logged ("resp"): how far
+(mcfg.distilLossWeights, kept by the cfgops distillation tags) give it 0. It is still computed and logged ("resp"): how far
 the student's old-class scores drift from the teacher's.
 
 Each distillation term is normalised (per channel, per unit of teacher probability, per unit of anchor weight), so
